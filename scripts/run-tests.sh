@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs into ./.venv (and Debian's SLURM when run as root),
+# then run the whole test suite. This is the README's test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+
+# Debian packages: a one-node SLURM cluster for the executor test (skipped when not root).
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      slurmctld slurmd slurm-client munge slurm-wlm-basic-plugins >/dev/null
+  fi
+fi
+
+"$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+export PATH="$PWD/.venv/bin:$PATH"
+
+# Bring up the local SLURM cluster (idempotent); tests that need it skip when it is absent.
+if [ "$(id -u)" = 0 ] && command -v slurmctld >/dev/null; then
+  bash workflow/profiles/slurm-ci/start-cluster.sh || echo "warning: local SLURM did not start; SLURM tests will skip" >&2
+fi
+
+exec python -m pytest "$@"

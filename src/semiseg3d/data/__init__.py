@@ -1,0 +1,1 @@
+"""Data: download, conversion, validation, splits, crops, samplers, datasets."""

@@ -1,0 +1,1 @@
+"""Evaluation: Dice, Jaccard, HD95, ASD per case and their summaries."""

@@ -1,0 +1,1 @@
+"""Inference: sliding window, post-processing, test-set runs, prediction on new scans."""

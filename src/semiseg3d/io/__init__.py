@@ -1,0 +1,1 @@
+"""Small file-system helpers shared by every phase."""

@@ -1,0 +1,1 @@
+"""Training: config, schedules, checkpoints, the dual-network trainer."""

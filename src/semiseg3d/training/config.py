@@ -1,0 +1,260 @@
+"""Training configuration: one typed, validated record per run.
+
+A run's config is a flat YAML mapping whose keys are the fields of :class:`TrainConfig`.
+``semiseg3d run-config`` writes one per grid point from ``params.yaml``; ``semiseg3d train
+--config FILE --set KEY=VALUE`` reads it. Unknown keys and out-of-range values are
+:class:`~semiseg3d.errors.InputError` naming the key. Defaults are the paper's LA settings
+(spec section 8).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from semiseg3d.errors import InputError
+
+__all__ = ["TrainConfig", "load_config", "parse_overrides", "labeled_count"]
+
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "method": ("dual", "suponly"),
+    "mode": ("paper", "code_faithful"),
+    "ic_distance": ("cosine", "mse", "none"),
+    "cr_distance": ("mse", "kl"),
+    "lr_policy": ("step", "poly"),
+    "pgl_proto_term_sign": (1, -1),
+    "perturbation": ("none", "gaussian"),
+    "device": ("auto", "cpu", "cuda"),
+    "amp": ("none", "bf16", "fp16"),
+    "eval_subnet": ("both", "a", "b"),
+}
+
+#: key -> (low, high, low inclusive, high inclusive)
+_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "tau": (0.5, 1.0, True, True),
+    "lam": (0.0, math.inf, True, False),
+    "T": (0.0, math.inf, False, False),
+    "alpha": (0.0, 100.0, True, True),
+    "tau_cps": (0.5, 1.0, True, True),
+    "labeled_ratio": (0.0, 1.0, False, True),
+    "iterations": (1, math.inf, True, False),
+    "batch_labeled": (1, math.inf, True, False),
+    "batch_unlabeled": (0, math.inf, True, False),
+    "lr": (0.0, math.inf, False, False),
+    "lr_gamma": (0.0, 1.0, False, True),
+    "poly_power": (0.0, math.inf, False, False),
+    "momentum": (0.0, 1.0, True, False),
+    "weight_decay": (0.0, math.inf, True, False),
+    "rampup_max": (0.0, math.inf, True, False),
+    "rampup_length": (0, math.inf, True, False),
+    "rampup_unit": (1, math.inf, True, False),
+    "num_workers": (0, math.inf, True, False),
+    "checkpoint_every": (1, math.inf, True, False),
+    "downsample": (1, 16, True, True),
+    "noise_std": (0.0, math.inf, True, False),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs. Spatial tuples are in array axis order of the h5
+    volumes (LA: x, y, z), in voxels."""
+
+    # -- data ---------------------------------------------------------------------------
+    dataset: str = "la"
+    data_dir: str = ""  #: folder of preprocessed volumes (<ID>.h5 or <ID>/mri_norm2.h5)
+    train_list: str = ""  #: text file, one case id per line (labeled = the first N)
+    test_list: str = ""
+    labeled: int | None = None  #: number of labeled cases (first N of train_list)
+    labeled_ratio: float | None = None  #: or a fraction of train_list (round half up)
+    patch: tuple[int, int, int] = (112, 112, 80)
+    stride: tuple[int, int, int] = (18, 18, 4)
+    downsample: int = 1  #: integer spatial downsampling on load (reduced-scale runs)
+    # -- method -------------------------------------------------------------------------
+    method: str = "dual"  #: dual (the paper's method) or suponly (V-Net, labeled only)
+    mode: str = "paper"  #: paper (spec 3) or code_faithful (spec 2)
+    use_cr: bool = True
+    use_cps: bool = True
+    use_efs: bool = True
+    use_ue: bool = True
+    use_pgl: bool = True
+    ic_distance: str = "cosine"
+    cr_distance: str = "mse"
+    pgl_third_term: bool = True
+    pgl_proto_term_sign: int = 1
+    pgl_require_agreement: bool = True
+    ue_temperature_in_kl: bool = True
+    tau: float = 0.6
+    lam: float = 0.5
+    T: float = 0.5
+    alpha: float = 70.0
+    tau_cps: float = 0.6
+    perturbation: str = "none"  #: per-net input perturbation (off in the paper's code)
+    noise_std: float = 0.1
+    # -- optimisation -------------------------------------------------------------------
+    iterations: int = 6000
+    batch_labeled: int = 2
+    batch_unlabeled: int = 2
+    lr: float = 0.01
+    lr_policy: str = "step"
+    lr_steps: tuple[int, ...] = (2500, 5000)
+    lr_gamma: float = 0.1
+    poly_power: float = 0.9
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    rampup_max: float = 0.1
+    rampup_length: int = 40
+    rampup_unit: int = 150
+    # -- runtime ------------------------------------------------------------------------
+    seed: int = 1337
+    num_workers: int = 2
+    device: str = "auto"
+    amp: str = "none"
+    channels_last: bool = False
+    checkpoint_every: int = 500
+    # -- evaluation ---------------------------------------------------------------------
+    eval_subnet: str = "both"
+    postprocess_lcc: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  #: free-form labels (variant name...)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-able dict (tuples as lists)."""
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
+    where = f"{source}: key '{name}'"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise InputError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise InputError(f"{where} must be a list of integers, got {value!r}")
+        if name in ("patch", "stride") and len(value) != 3:
+            raise InputError(f"{where} must have 3 entries, got {len(value)}")
+        return tuple(value)
+    if isinstance(default, int) or name == "labeled":
+        if value is None and name == "labeled":
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{where} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float) or name == "labeled_ratio":
+        if value is None and name == "labeled_ratio":
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise InputError(f"{where} must be a string, got {value!r}")
+        return value
+    if isinstance(default, dict) or name == "extra":
+        if not isinstance(value, dict):
+            raise InputError(f"{where} must be a mapping, got {value!r}")
+        return value
+    return value
+
+
+def _validate(cfg: TrainConfig) -> None:
+    for name, choices in _CHOICES.items():
+        value = getattr(cfg, name)
+        if value not in choices:
+            raise InputError(f"config key '{name}' must be one of {list(choices)}, got {value!r}")
+    for name, (lo, hi, lo_inc, hi_inc) in _RANGES.items():
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        ok = (value >= lo if lo_inc else value > lo) and (value <= hi if hi_inc else value < hi)
+        if not ok:
+            lb, rb = "[" if lo_inc else "(", "]" if hi_inc else ")"
+            raise InputError(f"config key '{name}' = {value} is outside {lb}{lo}, {hi}{rb}")
+    if cfg.labeled is not None and cfg.labeled < 1:
+        raise InputError(f"config key 'labeled' must be >= 1, got {cfg.labeled}")
+    if cfg.labeled is not None and cfg.labeled_ratio is not None:
+        raise InputError("config keys 'labeled' and 'labeled_ratio' are exclusive; set one")
+    for name in ("patch", "stride"):
+        if any(v < 1 for v in getattr(cfg, name)):
+            raise InputError(f"config key '{name}' must be positive, got {list(getattr(cfg, name))}")
+    bad = [v for v in cfg.patch if v % 16]
+    if bad:
+        raise InputError(f"config key 'patch' = {list(cfg.patch)}: every axis must be a multiple of 16")
+    if list(cfg.lr_steps) != sorted(cfg.lr_steps):
+        raise InputError(f"config key 'lr_steps' must be increasing, got {list(cfg.lr_steps)}")
+    if cfg.method == "dual" and cfg.batch_unlabeled < 1:
+        raise InputError("config key 'batch_unlabeled' must be >= 1 for method 'dual'")
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` strings; values are read as YAML (``true``, ``0.5``, ``[96,96,96]``)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InputError(f"--set {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise InputError(f"--set {item!r}: value is not valid YAML ({exc.__class__.__name__})") from exc
+    return out
+
+
+def config_from_mapping(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Build a validated :class:`TrainConfig` from a mapping; ``source`` names it in errors."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(f"{source}: unknown key(s) {unknown}")
+    defaults = TrainConfig()
+    kwargs = {
+        name: _coerce(name, value, getattr(defaults, name), source) for name, value in data.items()
+    }
+    return TrainConfig(**kwargs)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config file (or none) and apply ``overrides``; validate everything."""
+    data: dict[str, Any] = {}
+    source = "config"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise InputError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise InputError(f"{p}: not valid YAML ({exc.__class__.__name__})") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise InputError(f"{p}: expected a mapping of config keys, got {type(loaded).__name__}")
+        data.update(loaded)
+    data.update(overrides or {})
+    return config_from_mapping(data, source)
+
+
+def labeled_count(cfg: TrainConfig, n_train: int) -> int:
+    """Number of labeled cases: ``labeled``, or ``labeled_ratio`` x n_train rounded half up,
+    or every training case when neither is set. At least 1, at most ``n_train``."""
+    if cfg.labeled is not None:
+        n = cfg.labeled
+    elif cfg.labeled_ratio is not None:
+        n = int(math.floor(cfg.labeled_ratio * n_train + 0.5))
+    else:
+        n = n_train
+    if not 1 <= n <= n_train:
+        raise InputError(f"config: labeled count {n} is outside [1, {n_train}] (training list size)")
+    return n
