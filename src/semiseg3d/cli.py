@@ -4,7 +4,7 @@ Each subcommand lives in its own module, which provides ``add_arguments(parser)`
 ``main(args) -> int``. Modules are imported only when their subcommand runs, so
 ``semiseg3d --help`` is fast and does not import torch.
 
-A :class:`~semiseg3d.errors.InputError` raised anywhere below is printed as one line,
+A :class:`~semiseg3d.errors.Semiseg3dError` (bad input, failed training) raised anywhere below is printed as one line,
 ``semiseg3d <command>: error: <message>``, and the process exits with code 2.
 """
 
@@ -15,7 +15,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from semiseg3d.errors import InputError
+from semiseg3d.errors import Semiseg3dError
 
 __all__ = ["COMMANDS", "main", "build_parser"]
 
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = sub.parse_args(argv[1:])
     try:
         return int(module.main(args) or 0)
-    except InputError as exc:
+    except Semiseg3dError as exc:
         print(f"semiseg3d {name}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,11 +7,19 @@ what is wrong. The command-line entry point prints it on one line and exits with
 
 from __future__ import annotations
 
-__all__ = ["InputError"]
+__all__ = ["Semiseg3dError", "InputError", "TrainingError"]
 
 
-class InputError(ValueError):
-    """A bad input file, folder or parameter. The message is one line: where, then what."""
+class Semiseg3dError(Exception):
+    """Base of the errors the command line reports as one line (exit code 2)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))
+
+
+class InputError(Semiseg3dError, ValueError):
+    """A bad input file, folder or parameter. The message is one line: where, then what."""
+
+
+class TrainingError(Semiseg3dError, RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss term); the message names term and iteration."""
