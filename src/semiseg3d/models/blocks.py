@@ -1,0 +1,125 @@
+"""Building blocks shared by both subnets (spec section 1.1) and their initialisation (1.4).
+
+Every block works on 5-D tensors ``(B, C, X, Y, Z)`` and keeps working when the input is in
+``torch.channels_last_3d`` memory format (nothing here depends on the layout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from semiseg3d.errors import InputError
+
+__all__ = [
+    "DIVISOR",
+    "ConvBlock",
+    "Down",
+    "Up",
+    "out_conv",
+    "channel_dropout",
+    "init_weights",
+    "check_spatial_shape",
+]
+
+#: every spatial axis of a network input must be a multiple of this (4 stride-2 stages)
+DIVISOR = 16
+
+
+class ConvBlock(nn.Sequential):
+    """``n_convs`` x [Conv3d 3x3x3 (padding 1, bias) -> BatchNorm3d -> ReLU], not residual.
+
+    The first convolution maps ``c_in -> c_out``, the others ``c_out -> c_out``.
+    Shape: ``(B, c_in, X, Y, Z) -> (B, c_out, X, Y, Z)``.
+
+    Args:
+        n_convs: number of conv-BN-ReLU stages (>= 1).
+        c_in: input channels.
+        c_out: output channels.
+    """
+
+    def __init__(self, n_convs: int, c_in: int, c_out: int) -> None:
+        if n_convs < 1:
+            raise ValueError(f"n_convs must be >= 1, got {n_convs}")
+        layers: list[nn.Module] = []
+        for i in range(n_convs):
+            layers += [
+                nn.Conv3d(c_in if i == 0 else c_out, c_out, kernel_size=3, padding=1, bias=True),
+                nn.BatchNorm3d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+        super().__init__(*layers)
+
+
+class Down(nn.Sequential):
+    """Conv3d kernel 2, stride 2 (bias) -> BatchNorm3d -> ReLU.
+
+    Shape: ``(B, c_in, X, Y, Z) -> (B, c_out, X/2, Y/2, Z/2)``.
+    """
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(
+            nn.Conv3d(c_in, c_out, kernel_size=2, stride=2, padding=0, bias=True),
+            nn.BatchNorm3d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+
+class Up(nn.Sequential):
+    """ConvTranspose3d kernel 2, stride 2 (bias) -> BatchNorm3d -> ReLU.
+
+    Shape: ``(B, c_in, X, Y, Z) -> (B, c_out, 2X, 2Y, 2Z)``.
+    """
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(
+            nn.ConvTranspose3d(c_in, c_out, kernel_size=2, stride=2, padding=0, bias=True),
+            nn.BatchNorm3d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+
+def out_conv(c_in: int, n_classes: int) -> nn.Conv3d:
+    """The 1x1x1 output convolution (bias): ``(B, c_in, ...) -> (B, n_classes, ...)`` logits."""
+    return nn.Conv3d(c_in, n_classes, kernel_size=1, bias=True)
+
+
+def channel_dropout() -> nn.Dropout3d:
+    """``Dropout3d(p=0.5)``: in train mode zeroes whole channels per sample, survivors x2."""
+    return nn.Dropout3d(p=0.5, inplace=False)
+
+
+def init_weights(module: nn.Module) -> None:
+    """Spec 1.4 initialisation, in place, over every submodule of ``module``.
+
+    Conv3d and ConvTranspose3d weights: Kaiming-normal (fan_in, gain sqrt(2)); their biases
+    keep PyTorch's default uniform init. BatchNorm3d: weight 1, bias 0 (so no zero-gamma
+    trick on residual branches).
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv3d | nn.ConvTranspose3d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm3d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def check_spatial_shape(shape: Sequence[int] | torch.Size, what: str = "input") -> None:
+    """Raise :class:`InputError` unless ``shape`` is ``(B, C, X, Y, Z)`` with X, Y, Z
+    positive multiples of :data:`DIVISOR` (16).
+
+    Args:
+        shape: a full 5-D tensor shape.
+        what: how to name the offending tensor in the message.
+    """
+    dims = tuple(int(s) for s in shape)
+    if len(dims) != 5:
+        raise InputError(f"{what}: shape {dims} is not 5-D (B, C, X, Y, Z)")
+    spatial = dims[2:]
+    if any(s <= 0 or s % DIVISOR for s in spatial):
+        raise InputError(
+            f"{what}: spatial shape {spatial} (of {dims}) must be positive multiples of "
+            f"{DIVISOR} in every axis"
+        )
