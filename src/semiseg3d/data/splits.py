@@ -54,7 +54,7 @@ def labeled_from_ratio(ratio: float, n_train: int) -> int:
 
     The product is computed in decimal from the ratio as written (``0.15`` is 15/100, not the
     nearest binary float), so 0.15 x 62 = 9.3 -> 9, 0.25 x 62 = 15.5 -> 16,
-    0.35 x 10 = 3.5 -> 4.
+    0.145 x 100 = 14.5 -> 15 (binary floats give 14.499999999999998).
 
     Args:
         ratio: fraction of the training list, 0 < ratio <= 1.
