@@ -1,0 +1,187 @@
+"""``semiseg3d test --run DIR``: predict the test list of a trained run and score it.
+
+Reads ``DIR/model_final.pt`` (weights + config), runs sliding-window inference (spec 6.1)
+with the run's ``patch`` and ``stride`` on every case of the test list (by default the
+mean softmax of both subnets, ``eval_subnet`` picks one; optional largest connected
+component), and writes
+
+- ``DIR/predictions/<ID>.nii.gz``: uint8 masks on the grid the run was trained on (the
+  downsampled grid when ``downsample`` > 1), with the case spacing when the h5 file has one;
+- ``DIR/metrics.csv``: one row per case and the mean / sd / sem rows
+  (:func:`semiseg3d.evaluation.metrics.metrics_table`).
+
+The predictions folder and the CSV each appear complete or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from semiseg3d.data.dataset import VolumeDataset
+from semiseg3d.data.volumes import read_list
+from semiseg3d.errors import InputError
+from semiseg3d.evaluation.evaluate import summary_line, write_metrics_csv
+from semiseg3d.evaluation.maskio import write_nifti_mask
+from semiseg3d.evaluation.metrics import case_metrics, metrics_table
+from semiseg3d.inference.postprocess import largest_connected_component
+from semiseg3d.inference.sliding_window import predict_label, sliding_window_probs, softmax_ensemble
+from semiseg3d.io.atomic import atomic_dir
+from semiseg3d.models import DualNet, VNet
+from semiseg3d.training.checkpoint import FINAL_NAME, load_final
+from semiseg3d.training.config import TrainConfig, config_from_mapping
+
+__all__ = ["add_arguments", "main", "load_trained", "test_run", "PREDICTIONS_NAME", "METRICS_NAME"]
+
+PREDICTIONS_NAME = "predictions"
+METRICS_NAME = "metrics.csv"
+
+
+def load_trained(run_dir: str | Path) -> tuple[TrainConfig, dict[str, nn.Module]]:
+    """The config and the trained subnets of a finished run.
+
+    Args:
+        run_dir: a run folder holding ``model_final.pt``.
+
+    Returns:
+        ``(cfg, nets)`` with ``nets`` = ``{"resnet": Subnet A, "vnet": Subnet B}`` for a
+        dual run or ``{"vnet": ...}`` for SupOnly, on CPU in eval mode.
+
+    Raises:
+        InputError: the file is missing or not a semiseg3d model.
+    """
+    path = Path(run_dir) / FINAL_NAME
+    final = load_final(path)
+    cfg = config_from_mapping(final["config"], str(path))
+    model: nn.Module = DualNet() if cfg.method == "dual" else VNet()
+    nets = {"resnet": model.resnet, "vnet": model.vnet} if cfg.method == "dual" else {"vnet": model}
+    missing = sorted(set(nets) - set(final["models"]))
+    if missing:
+        raise InputError(f"{path}: weights of subnet(s) {missing} missing")
+    for name, net in nets.items():
+        try:
+            net.load_state_dict(final["models"][name])
+        except RuntimeError as exc:
+            reason = str(exc).splitlines()[0]
+            raise InputError(
+                f"{path}: weights of '{name}' do not fit the network ({reason})"
+            ) from exc
+        net.eval()
+    return cfg, nets
+
+
+def _members(cfg: TrainConfig, nets: dict[str, nn.Module]) -> list[nn.Module]:
+    if cfg.method == "suponly":
+        return [nets["vnet"]]
+    return {"both": [nets["resnet"], nets["vnet"]], "a": [nets["resnet"]], "b": [nets["vnet"]]}[
+        cfg.eval_subnet
+    ]
+
+
+def test_run(
+    run_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    list_file: str | Path | None = None,
+    batch_size: int = 4,
+    device: str | torch.device | None = None,
+    verbose: bool = True,
+) -> pd.DataFrame:
+    """Predict and score the test cases of a finished run; write predictions and metrics.
+
+    Args:
+        run_dir: the run folder.
+        data_dir: dataset folder (default: the run's ``data_dir``).
+        list_file: case list (default: the run's ``test_list``, else ``<data>/test.list``).
+        batch_size: windows per forward pass.
+        device: default CUDA when available (unless the run says ``device: cpu``), else CPU.
+        verbose: print one line per case.
+
+    Returns:
+        The metrics table that was written to ``DIR/metrics.csv``.
+
+    Raises:
+        InputError: missing run, data, list or case; a case without a label.
+    """
+    run = Path(run_dir)
+    cfg, nets = load_trained(run)
+    data = Path(data_dir) if data_dir is not None else Path(cfg.data_dir)
+    if not str(data) or not data.is_dir():
+        raise InputError(f"{data}: dataset folder not found (use --data)")
+    if list_file is not None:
+        lst = Path(list_file)
+    elif cfg.test_list:
+        lst = Path(cfg.test_list)
+    else:
+        lst = data / "test.list"
+    ids = read_list(lst)
+    if not ids:
+        raise InputError(f"{lst}: case list is empty")
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
+    dev = torch.device(device)
+    amp = None
+    if dev.type == "cuda" and cfg.amp != "none":
+        amp = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+    members = _members(cfg, nets)
+    for net in members:
+        net.to(dev)
+        if cfg.channels_last and dev.type == "cuda":
+            net.to(memory_format=torch.channels_last_3d)
+    prob_fn = softmax_ensemble(members)
+    dataset = VolumeDataset(data, ids, cfg.patch, downsample=cfg.downsample, with_label=True)
+    rows = []
+    with atomic_dir(run / PREDICTIONS_NAME) as pred_dir:
+        for index, case_id in enumerate(ids):
+            t0 = time.monotonic()
+            vol = dataset.volume(index)
+            probs = sliding_window_probs(
+                prob_fn,
+                vol.image,
+                cfg.patch,
+                cfg.stride,
+                batch_size=batch_size,
+                device=dev,
+                amp_dtype=amp,
+            )
+            pred = predict_label(probs)
+            if cfg.postprocess_lcc:
+                pred = largest_connected_component(pred)
+            write_nifti_mask(pred, pred_dir / f"{case_id}.nii.gz", spacing=vol.spacing)
+            assert vol.label is not None
+            row = {"case": case_id, **case_metrics(pred, vol.label, vol.spacing)}
+            rows.append(row)
+            if verbose:
+                print(
+                    f"{case_id}: dice {row['dice']:.4f} hd95 {row['hd95']:.2f} "
+                    f"({time.monotonic() - t0:.1f} s)",
+                    flush=True,
+                )
+    table = metrics_table(rows)
+    write_metrics_csv(table, run / METRICS_NAME)
+    if verbose:
+        print(f"{summary_line(table)} -> {run / METRICS_NAME}")
+    return table
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``semiseg3d test``."""
+    parser.add_argument("--run", metavar="DIR", required=True, help="trained run folder")
+    parser.add_argument("--data", metavar="DIR", help="dataset folder (default: the run's)")
+    parser.add_argument("--list", metavar="FILE", help="case list (default: the run's test list)")
+    parser.add_argument(
+        "--batch-size", type=int, default=4, metavar="N", help="windows per forward pass"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``semiseg3d test``; returns 0."""
+    test_run(args.run, data_dir=args.data, list_file=args.list, batch_size=args.batch_size)
+    return 0

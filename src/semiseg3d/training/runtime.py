@@ -1,0 +1,221 @@
+"""Runtime of a training run: device, mixed precision, memory format, and feedback.
+
+- :func:`resolve_device`: ``cfg.device`` (auto / cpu / cuda) -> a ``torch.device``.
+- :class:`Precision`: autocast dtype and ``GradScaler`` for ``cfg.amp`` on CUDA; on CPU
+  mixed precision is switched off (and the run log says so).
+- :func:`to_channels_last`: ``torch.channels_last_3d`` for models and 5-D inputs on CUDA.
+- :class:`RunFeedback`: the plain log ``DIR/train.log``, a tqdm progress bar on stderr
+  (it/s and ETA; off when stderr is not a terminal, then a log line every
+  ``log_every`` iterations instead), and per-iteration values through dvclive in
+  ``DIR/live`` (never writing a ``dvc.yaml``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from semiseg3d.errors import InputError
+from semiseg3d.training.config import TrainConfig
+
+__all__ = [
+    "resolve_device",
+    "Precision",
+    "to_channels_last",
+    "RunFeedback",
+    "LOG_NAME",
+    "LIVE_NAME",
+]
+
+LOG_NAME = "train.log"
+LIVE_NAME = "live"
+
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    """The device a run uses: ``cuda`` when asked for or when ``auto`` finds one, else CPU.
+
+    Raises:
+        InputError: ``device: cuda`` on a machine without CUDA.
+    """
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("config key 'device' = 'cuda' but CUDA is not available on this machine")
+    if cfg.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+@dataclass
+class Precision:
+    """Mixed precision of a run.
+
+    Attributes:
+        device: the run's device.
+        dtype: autocast dtype (``torch.bfloat16`` / ``torch.float16``) or None (fp32).
+        scaler: a ``torch.amp.GradScaler`` (enabled for fp16 only; a disabled scaler is a
+            no-op that still has a state dict).
+    """
+
+    device: torch.device
+    dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, device: torch.device) -> Precision:
+        """``cfg.amp`` on CUDA; fp32 on CPU whatever ``cfg.amp`` says."""
+        dtype = None
+        if device.type == "cuda" and cfg.amp != "none":
+            dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+        enabled = dtype == torch.float16
+        scaler = torch.amp.GradScaler(device.type, enabled=enabled)
+        return cls(device=device, dtype=dtype, scaler=scaler)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Autocast context for the forward pass (a no-op in fp32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+
+def to_channels_last(x: Any, enabled: bool) -> Any:
+    """``x.to(memory_format=torch.channels_last_3d)`` for a module or a 5-D tensor when
+    ``enabled``; ``x`` unchanged otherwise."""
+    if not enabled:
+        return x
+    if isinstance(x, torch.Tensor) and x.dim() != 5:
+        return x
+    return x.to(memory_format=torch.channels_last_3d)
+
+
+def _truncate_tsv(path: Path, keep_below: int) -> None:
+    """Drop the rows of a dvclive metric file whose step is >= ``keep_below``."""
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    if not rows or "step" not in rows[0]:
+        return
+    col = rows[0].index("step")
+    kept = [rows[0]] + [r for r in rows[1:] if len(r) > col and int(float(r[col])) < keep_below]
+    if len(kept) != len(rows):
+        with path.open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
+
+
+class RunFeedback:
+    """Progress bar, plain log file and dvclive metrics of one run.
+
+    Args:
+        out_dir: the run folder.
+        total: iterations of the run.
+        start: the first iteration of this session (> 0 when resuming).
+        log_every: iterations between log lines on stderr when there is no progress bar.
+        elapsed: seconds already spent in earlier sessions of the run.
+        progress: show a tqdm bar (None = when stderr is a terminal).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        total: int,
+        start: int = 0,
+        *,
+        log_every: int = 10,
+        elapsed: float = 0.0,
+        progress: bool | None = None,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.total = int(total)
+        self.start = int(start)
+        self.log_every = max(1, int(log_every))
+        self.elapsed_before = float(elapsed)
+        self._t0 = time.monotonic()
+        self.logger = logging.getLogger(f"semiseg3d.train.{id(self)}")
+        self.logger.setLevel(logging.INFO)
+        self.logger.propagate = False
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.out_dir / LOG_NAME, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        self.logger.addHandler(handler)
+        self._bar = None
+        if progress is None:
+            progress = sys.stderr.isatty()
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=self.total, initial=self.start, file=sys.stderr, unit="it", dynamic_ncols=True
+            )
+        self.live = self._open_live()
+
+    def _open_live(self) -> Any:
+        from dvclive import Live
+
+        live_dir = self.out_dir / LIVE_NAME
+        resume = self.start > 0 and live_dir.is_dir()
+        if resume:
+            for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+                _truncate_tsv(tsv, self.start)
+        # dvclive logs "Logging to experiment ..." on its own logger; keep stderr quiet.
+        logging.getLogger("dvclive").setLevel(logging.WARNING)
+        live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resume, report=None)
+        live.step = self.start
+        return live
+
+    @property
+    def elapsed(self) -> float:
+        """Training seconds of the whole run so far (all sessions)."""
+        return self.elapsed_before + time.monotonic() - self._t0
+
+    def info(self, message: str) -> None:
+        """A line in ``train.log`` and on stderr."""
+        self.logger.info(message)
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def iteration(self, t: int, values: Mapping[str, float]) -> None:
+        """Record the values of iteration ``t`` (0-based): dvclive, log file, progress."""
+        for name, value in values.items():
+            self.live.log_metric(f"train/{name}", float(value))
+        self.live.next_step()
+        text = " ".join(f"{k}={v:.5g}" for k, v in values.items())
+        self.logger.info(f"iter {t + 1}/{self.total} {text}")
+        done = t + 1
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix_str(text[:80], refresh=False)
+        elif done % self.log_every == 0 or done == self.total:
+            rate = (done - self.start) / max(time.monotonic() - self._t0, 1e-9)
+            eta = (self.total - done) / rate if rate > 0 else float("inf")
+            print(
+                f"iter {done}/{self.total} {rate:.3g} it/s eta {eta:.0f}s {text}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        """Close the progress bar, dvclive and the log file."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        with contextlib.suppress(Exception):
+            self.live.end()
+        for handler in list(self.logger.handlers):
+            handler.close()
+            self.logger.removeHandler(handler)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[RunFeedback]:
+        """``with feedback.session():`` closes everything on exit, also on errors."""
+        try:
+            yield self
+        finally:
+            self.close()

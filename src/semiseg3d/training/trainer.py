@@ -1,0 +1,436 @@
+"""The training loop: the dual network (spec 2-4) or the SupOnly V-Net baseline.
+
+One call of :func:`train` runs (or resumes) the run in ``out_dir``:
+
+1. The resolved config is written to ``DIR/config.yaml``; if the folder already holds a
+   config (or a checkpoint) for a different config, :class:`~semiseg3d.errors.InputError`
+   names the differing keys. If ``DIR/model_final.pt`` exists the run is done: nothing
+   happens.
+2. Every random source is seeded from ``cfg.seed`` (:mod:`semiseg3d.training.seeding`), the
+   networks are built (``dual``: :class:`~semiseg3d.models.DualNet`, ``.resnet`` = Subnet A,
+   ``.vnet`` = Subnet B, one SGD optimizer each; ``suponly``: a :class:`~semiseg3d.models.VNet`
+   and one optimizer) and, when ``DIR/checkpoint.pt`` exists, everything is restored from it.
+3. Iteration ``t`` (0-based) sets the learning rate of every optimizer to
+   ``lr_at(cfg, t)``, takes the batch of iteration ``t`` from the stateless two-stream sampler
+   (``batch_labeled`` labeled cases = the first N of the training list, then
+   ``batch_unlabeled`` of the rest), runs both subnets on it, computes
+   ``(loss_a, loss_b, terms) = dual_objective(...)`` (SupOnly: ``suponly_objective`` on the
+   labeled batch), back-propagates ``loss_a + loss_b`` (so each optimizer sees the gradient
+   of the sum, spec 2.7) and steps both optimizers.
+4. Every ``cfg.checkpoint_every`` iterations and at the end the full state goes to
+   ``DIR/checkpoint.pt`` (atomically); at the end ``DIR/model_final.pt`` is written last.
+
+A run stopped at any point and started again ends with bit-identical weights to an
+uninterrupted run on the same machine (CPU; the batches are a pure function of the seed
+and the iteration, and every generator state is in the checkpoint).
+
+A non-finite loss term in ``paper`` mode raises :class:`~semiseg3d.errors.TrainingError`
+naming the term and the iteration before anything is updated; the last checkpoint on disk
+is the last good state. In ``code_faithful`` mode the prototype loss is NaN by design
+(spec 2.6) and never reaches a parameter: it is logged, and the run stops only if a
+parameter gradient becomes non-finite.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from semiseg3d.data.dataset import VolumeDataset, make_loader
+from semiseg3d.data.sampler import TwoStreamBatchSampler
+from semiseg3d.data.transforms import gaussian_perturbation
+from semiseg3d.data.volumes import read_list
+from semiseg3d.errors import InputError, TrainingError
+from semiseg3d.io.atomic import write_text_atomic
+from semiseg3d.models import DualNet, VNet
+from semiseg3d.training.checkpoint import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    FINAL_NAME,
+    config_differences,
+    load_checkpoint,
+    save_checkpoint,
+    save_final,
+)
+from semiseg3d.training.config import TrainConfig, config_from_mapping, labeled_count
+from semiseg3d.training.runtime import Precision, RunFeedback, resolve_device, to_channels_last
+from semiseg3d.training.seeding import (
+    capture_rng_state,
+    derive_seed,
+    make_generator,
+    restore_rng_state,
+    seed_everything,
+)
+
+__all__ = ["TrainResult", "train", "resolve_lists", "check_run_config", "STOP_AFTER_ENV"]
+
+#: testing hook: stop (as if killed) once this many iterations are done in the session
+STOP_AFTER_ENV = "SEMISEG3D_STOP_AFTER"
+
+
+@dataclass
+class TrainResult:
+    """What one call of :func:`train` did.
+
+    Attributes:
+        out_dir: the run folder.
+        iteration: optimizer steps done in the run (all sessions).
+        finished: ``model_final.pt`` exists.
+        skipped: the run was already finished; nothing was trained.
+        resumed_from: iteration of the checkpoint this session started from (0 = fresh).
+        seconds: training seconds of the whole run (all sessions).
+        history: per-iteration values logged in this session (term name -> float), in order.
+    """
+
+    out_dir: Path
+    iteration: int
+    finished: bool
+    skipped: bool = False
+    resumed_from: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_lists(cfg: TrainConfig) -> tuple[Path, Path, Path]:
+    """The dataset folder and the train / test list files of a config.
+
+    An empty ``train_list`` / ``test_list`` means ``<data_dir>/train.list`` /
+    ``<data_dir>/test.list``.
+
+    Raises:
+        InputError: ``data_dir`` is empty or not a folder.
+    """
+    if not cfg.data_dir:
+        raise InputError("config key 'data_dir' is empty: set the dataset folder")
+    data = Path(cfg.data_dir)
+    if not data.is_dir():
+        raise InputError(f"{data}: dataset folder (config key 'data_dir') not found")
+    train_list = Path(cfg.train_list) if cfg.train_list else data / "train.list"
+    test_list = Path(cfg.test_list) if cfg.test_list else data / "test.list"
+    return data, train_list, test_list
+
+
+def check_run_config(cfg: TrainConfig, out_dir: Path) -> None:
+    """Write ``DIR/config.yaml``, or check that the one there (and the checkpoint's) match.
+
+    Raises:
+        InputError: naming the differing keys, when the folder belongs to another config.
+    """
+    new = cfg.to_dict()
+    cfg_path = out_dir / CONFIG_NAME
+    if cfg_path.is_file():
+        try:
+            old = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"{cfg_path}: not valid YAML ({exc.__class__.__name__})") from exc
+        if not isinstance(old, dict):
+            raise InputError(f"{cfg_path}: expected a mapping of config keys")
+        diff = config_differences(config_from_mapping(old, str(cfg_path)).to_dict(), new)
+        if diff:
+            raise InputError(
+                f"{cfg_path}: the run folder holds a run with a different config "
+                f"(keys {diff}); use another --out folder or delete this one"
+            )
+    ckpt = out_dir / CHECKPOINT_NAME
+    if ckpt.is_file():
+        diff = config_differences(load_checkpoint(ckpt)["config"], new)
+        if diff:
+            raise InputError(
+                f"{ckpt}: checkpoint was written with a different config (keys {diff}); "
+                "use another --out folder or delete this one"
+            )
+    write_text_atomic(cfg_path, yaml.safe_dump(new, sort_keys=False))
+
+
+def _build_networks(cfg: TrainConfig) -> tuple[nn.Module, dict[str, nn.Module]]:
+    """The model and its subnets by name (``resnet`` = A, ``vnet`` = B), freshly seeded."""
+    torch.manual_seed(derive_seed(cfg.seed, "model"))
+    if cfg.method == "dual":
+        model: nn.Module = DualNet()
+        return model, {"resnet": model.resnet, "vnet": model.vnet}
+    model = VNet()
+    return model, {"vnet": model}
+
+
+def _stop_after(stop_after: int | None) -> int | None:
+    if stop_after is not None:
+        return stop_after
+    raw = os.environ.get(STOP_AFTER_ENV)
+    return int(raw) if raw else None
+
+
+def _as_floats(terms: dict[str, Any]) -> dict[str, float]:
+    """Loss terms (tensors or numbers) as Python floats, with one device sync."""
+    names = list(terms)
+    tensors = [torch.as_tensor(terms[n]).detach().float().reshape(()).cpu() for n in names]
+    values = torch.stack(tensors).tolist() if tensors else []
+    return dict(zip(names, values, strict=True))
+
+
+def _grads_finite(nets: dict[str, nn.Module]) -> bool:
+    grads = [p.grad for net in nets.values() for p in net.parameters() if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+
+class _Run:
+    """State of one training session (built by :func:`train`)."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: Path, progress: bool | None) -> None:
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.device = resolve_device(cfg)
+        self.precision = Precision.from_config(cfg, self.device)
+        seed_everything(cfg.seed)
+        self._build_data()
+        self.model, self.nets = _build_networks(cfg)
+        self.model.to(self.device)
+        self.model = to_channels_last(self.model, cfg.channels_last and self.device.type == "cuda")
+        self.model.train()
+        self.optimizers = {
+            name: torch.optim.SGD(
+                net.parameters(),
+                lr=cfg.lr,
+                momentum=cfg.momentum,
+                weight_decay=cfg.weight_decay,
+            )
+            for name, net in self.nets.items()
+        }
+        self.pgl_gen = make_generator(cfg.seed, "pgl", self.device)
+        self.noise_gen = make_generator(cfg.seed, "perturbation", self.device)
+        self.start = 0
+        elapsed = 0.0
+        ckpt_path = out_dir / CHECKPOINT_NAME
+        self.checkpoint = None
+        if ckpt_path.is_file():
+            self.checkpoint = load_checkpoint(ckpt_path)
+            self.start = int(self.checkpoint["iteration"])
+            elapsed = float(self.checkpoint["logger"].get("elapsed", 0.0))
+        self.feedback = RunFeedback(
+            out_dir,
+            cfg.iterations,
+            self.start,
+            log_every=max(1, min(50, cfg.iterations // 20)),
+            elapsed=elapsed,
+            progress=progress,
+        )
+
+    def _build_data(self) -> None:
+        cfg = self.cfg
+        data, train_list, _ = resolve_lists(cfg)
+        train_ids = read_list(train_list)
+        n_l = labeled_count(cfg, len(train_ids))
+        if n_l < cfg.batch_labeled:
+            raise InputError(
+                f"config: {n_l} labeled case(s) cannot fill a batch of batch_labeled = {cfg.batch_labeled}"
+            )
+        if cfg.method == "dual":
+            if n_l == len(train_ids):
+                raise InputError(
+                    f"{train_list}: all {n_l} training cases are labeled; method 'dual' needs "
+                    "unlabeled cases (lower 'labeled' / 'labeled_ratio', or use method 'suponly')"
+                )
+            ids, n_u, bu = train_ids, len(train_ids) - n_l, cfg.batch_unlabeled
+        else:
+            ids, n_u, bu = train_ids[:n_l], 0, 0
+        self.n_labeled, self.n_unlabeled = n_l, n_u
+        self.dataset = VolumeDataset(
+            data, ids, cfg.patch, downsample=cfg.downsample, with_label=cfg.method == "suponly"
+        )
+        self.sampler = TwoStreamBatchSampler(
+            range(n_l), range(n_l, n_l + n_u), cfg.batch_labeled, bu, seed=cfg.seed
+        )
+
+    # -- state ----------------------------------------------------------------------------
+    def restore(self, loader_gen: torch.Generator) -> None:
+        """Load the checkpoint found at start-up into every component."""
+        ckpt = self.checkpoint
+        if ckpt is None:
+            return
+        for name, net in self.nets.items():
+            net.load_state_dict(ckpt["models"][name])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][name])
+        self.precision.scaler.load_state_dict(ckpt["scaler"])
+        restore_rng_state(ckpt["rng"])
+        self.pgl_gen.set_state(ckpt["pgl_generator"])
+        self.noise_gen.set_state(ckpt["rng"]["perturbation"])
+        loader_gen.set_state(ckpt["loader_generator"])
+        self.checkpoint = None
+
+    def save(self, iteration: int, loader_gen: torch.Generator, last: dict[str, float]) -> None:
+        """Write the full state after ``iteration`` optimizer steps."""
+        rng = capture_rng_state()
+        rng["perturbation"] = self.noise_gen.get_state()
+        save_checkpoint(
+            self.out_dir / CHECKPOINT_NAME,
+            {
+                "iteration": iteration,
+                "config": self.cfg.to_dict(),
+                "models": {name: net.state_dict() for name, net in self.nets.items()},
+                "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+                "scaler": self.precision.scaler.state_dict(),
+                "rng": rng,
+                "pgl_generator": self.pgl_gen.get_state(),
+                "loader_generator": loader_gen.get_state(),
+                "logger": {"elapsed": self.feedback.elapsed, "last": dict(last)},
+            },
+        )
+
+    # -- one iteration ----------------------------------------------------------------------
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.perturbation == "gaussian":
+            x = gaussian_perturbation(x, cfg.noise_std, 2.0 * cfg.noise_std, self.noise_gen)
+        return to_channels_last(x, cfg.channels_last and self.device.type == "cuda")
+
+    def step(self, t: int, batch: dict[str, Any]) -> dict[str, float]:
+        """Run iteration ``t`` on ``batch``; return the logged values."""
+        from semiseg3d.losses.objective import dual_objective, first_nonfinite, suponly_objective
+        from semiseg3d.losses.ramps import lr_at
+
+        cfg = self.cfg
+        lr = float(lr_at(cfg, t))
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+        image = batch["image"].to(self.device, non_blocking=True)
+        label = batch["label"].to(self.device, non_blocking=True)
+        bl = cfg.batch_labeled
+        label_l = label[:bl]
+        if bool((label_l < 0).any()):
+            cases = [
+                c for c, lab in zip(batch["case"][:bl], label_l, strict=True) if (lab < 0).any()
+            ]
+            raise InputError(f"labeled case(s) {cases} have no label in {cfg.data_dir}")
+        with self.precision.autocast():
+            if cfg.method == "dual":
+                out_a = self.nets["resnet"](self._input(image))
+                out_b = self.nets["vnet"](self._input(image))
+            else:
+                out_b = self.nets["vnet"](self._input(image))
+        out_b = (out_b[0].float(), out_b[1].float())
+        if cfg.method == "dual":
+            out_a = (out_a[0].float(), out_a[1].float())
+            loss_a, loss_b, terms = dual_objective(out_a, out_b, label_l, cfg, t, self.pgl_gen)
+            total = loss_a + loss_b
+        else:
+            total, terms = suponly_objective(out_b, label_l)
+        values = {**_as_floats(terms), "lr": lr}
+        bad_name = first_nonfinite(terms)
+        if bad_name is not None and cfg.mode == "paper":
+            raise TrainingError(self._nonfinite_message(bad_name, t, values))
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        scaler = self.precision.scaler
+        scaler.scale(total).backward()
+        if bad_name is not None and not scaler.is_enabled() and not _grads_finite(self.nets):
+            raise TrainingError(
+                self._nonfinite_message(bad_name, t, values) + " (gradients non-finite)"
+            )
+        for opt in self.optimizers.values():
+            scaler.step(opt)
+        scaler.update()
+        return values
+
+    def _nonfinite_message(self, name: str, t: int, values: dict[str, float]) -> str:
+        ckpt = self.out_dir / CHECKPOINT_NAME
+        kept = (
+            f"last good checkpoint {ckpt} kept"
+            if ckpt.is_file()
+            else "no checkpoint was written yet"
+        )
+        return (
+            f"non-finite loss term '{name}' = {values.get(name)} at iteration {t} "
+            f"(mode {self.cfg.mode}); stopped without updating the weights; {kept}"
+        )
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    stop_after: int | None = None,
+    progress: bool | None = None,
+) -> TrainResult:
+    """Train (or resume, or skip) the run in ``out_dir``.
+
+    Args:
+        cfg: the validated run config.
+        out_dir: the run folder (created if needed).
+        stop_after: testing hook: return once this many iterations of the run are done,
+            as if the process had been killed there (no extra checkpoint is written).
+            Default: the ``SEMISEG3D_STOP_AFTER`` environment variable, else no stop.
+        progress: show a tqdm bar (None = when stderr is a terminal).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        InputError: bad data, lists or a run folder holding another config.
+        TrainingError: a non-finite loss term (``paper`` mode) or gradient.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_run_config(cfg, out)
+    final = out / FINAL_NAME
+    if final.is_file():
+        message = f"{final} exists: the run is finished, nothing to do"
+        print(f"semiseg3d train: {message}")
+        return TrainResult(out_dir=out, iteration=cfg.iterations, finished=True, skipped=True)
+    stop = _stop_after(stop_after)
+    run = _Run(cfg, out, progress)
+    result = TrainResult(out_dir=out, iteration=run.start, finished=False, resumed_from=run.start)
+    with run.feedback.session() as fb:
+        loader = make_loader(
+            run.dataset,
+            run.sampler.with_iterations(cfg.iterations, run.start),
+            cfg.num_workers,
+            seed=derive_seed(cfg.seed, "loader"),
+        )
+        loader_gen = loader.generator
+        assert loader_gen is not None
+        run.restore(loader_gen)
+        if run.device.type == "cpu" and cfg.amp != "none":
+            fb.info(f"amp '{cfg.amp}' ignored on CPU: training in float32")
+        verb = f"resuming at iteration {run.start}" if run.start else "starting"
+        fb.info(
+            f"{verb}: method {cfg.method}, mode {cfg.mode}, {run.n_labeled} labeled + "
+            f"{run.n_unlabeled} unlabeled cases, {cfg.iterations} iterations, device "
+            f"{run.device}, seed {cfg.seed}, out {out}"
+        )
+        last: dict[str, float] = {}
+        t = run.start
+        for batch in loader:
+            if stop is not None and t >= stop:
+                break
+            last = run.step(t, batch)
+            t += 1
+            result.iteration = t
+            result.history.append(last)
+            fb.iteration(t - 1, last)
+            if t % cfg.checkpoint_every == 0 or t == cfg.iterations:
+                run.save(t, loader_gen, last)
+        result.seconds = fb.elapsed
+        if t < cfg.iterations:
+            fb.info(f"stopped after iteration {t} of {cfg.iterations} (testing hook)")
+            return result
+        save_final(
+            final,
+            {name: net.state_dict() for name, net in run.nets.items()},
+            cfg.to_dict(),
+            cfg.iterations,
+        )
+        result.finished = True
+        fb.info(
+            f"finished {cfg.iterations} iterations in {result.seconds:.1f} s; wrote {final}"
+            + (" " + " ".join(f"{k}={v:.4g}" for k, v in last.items()) if last else "")
+        )
+    return result
