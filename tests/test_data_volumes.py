@@ -341,6 +341,15 @@ def test_volume_dataset_downsample_min_shape_and_missing_label(tmp_path: Path) -
     assert "Q.h5" in str(exc.value) and "downsampled by 2" in str(exc.value)
     with pytest.raises(InputError):
         VolumeDataset(tmp_path, ["Q", "Missing"], (8, 8, 8))
+    # a case of the labeled stream must have its label even with with_label=False
+    write_case(tmp_path / "R.h5", shape=(20, 18, 16))
+    mixed = VolumeDataset(tmp_path, ["R", "Q"], (8, 8, 8), with_label=False, labeled_indices=[0])
+    assert set(torch.unique(mixed[(0, 1)]["label"]).tolist()) <= {0, 1}
+    assert torch.all(mixed[(1, 1)]["label"] == NO_LABEL)
+    strict = VolumeDataset(tmp_path, ["Q", "R"], (8, 8, 8), with_label=False, labeled_indices=[0])
+    with pytest.raises(InputError) as exc:
+        strict[(0, 1)]
+    assert "Q.h5" in str(exc.value) and "'label'" in str(exc.value)
 
 
 def test_make_loader_batches_match_direct_access_with_workers(tmp_path: Path) -> None:

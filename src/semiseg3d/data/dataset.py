@@ -45,6 +45,8 @@ class VolumeDataset(Dataset):
         min_shape: smallest accepted volume shape (X, Y, Z) after downsampling, or None.
         with_label: True: every case must have a label. False: a missing label is allowed
             and returned filled with ``NO_LABEL`` (-1); a present one is still returned.
+        labeled_indices: with ``with_label=False``, the dataset indices that must still have
+            a label (the labeled stream), e.g. ``range(n_labeled)``.
 
     Items:
         ``ds[(index, crop_seed)]`` -> ``{"image": float32 (1, PX, PY, PZ), "label": int64
@@ -66,6 +68,7 @@ class VolumeDataset(Dataset):
         downsample: int = 1,
         min_shape: Sequence[int] | None = None,
         with_label: bool = True,
+        labeled_indices: Iterable[int] | None = None,
     ) -> None:
         patch = tuple(int(p) for p in patch)
         if len(patch) != 3 or any(p < 1 for p in patch):
@@ -79,6 +82,7 @@ class VolumeDataset(Dataset):
         self.downsample = int(downsample)
         self.min_shape = tuple(min_shape) if min_shape is not None else None
         self.with_label = bool(with_label)
+        self.labeled_indices = frozenset(int(i) for i in labeled_indices or ())
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -86,7 +90,8 @@ class VolumeDataset(Dataset):
     def volume(self, index: int) -> Volume:
         """Read, validate and downsample case ``index`` (numpy arrays, spacing kept)."""
         path = self.paths[index]
-        vol = downsample_volume(load_volume(path, require_label=self.with_label), self.downsample)
+        need_label = self.with_label or index in self.labeled_indices
+        vol = downsample_volume(load_volume(path, require_label=need_label), self.downsample)
         where = str(path) if self.downsample == 1 else f"{path} (downsampled by {self.downsample})"
         check_min_shape(vol.shape, self.min_shape, where)
         return vol
