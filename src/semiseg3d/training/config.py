@@ -249,10 +249,12 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 def labeled_count(cfg: TrainConfig, n_train: int) -> int:
     """Number of labeled cases: ``labeled``, or ``labeled_ratio`` x n_train rounded half up,
     or every training case when neither is set. At least 1, at most ``n_train``."""
+    from semiseg3d.data.splits import labeled_from_ratio
+
     if cfg.labeled is not None:
         n = cfg.labeled
     elif cfg.labeled_ratio is not None:
-        n = int(math.floor(cfg.labeled_ratio * n_train + 0.5))
+        n = labeled_from_ratio(cfg.labeled_ratio, n_train)
     else:
         n = n_train
     if not 1 <= n <= n_train:
