@@ -1,0 +1,220 @@
+"""Cross-consistency enhancement L_CCE = L_CPS + L_EFS on unlabeled samples (spec 3.2, 2.6).
+
+- CPS (paper Eq. 7-8): each network is trained on the other's thresholded, detached
+  foreground prediction.
+- EFS (paper Eq. 9-11): a union pseudo-label from both networks in which voxels that are
+  uncertain for BOTH networks (entropy at or above each network's alpha-th percentile) are
+  ignored, with a U2PL-style reweighting.
+
+The percentile is computed on the device (a sort plus NumPy's linear interpolation, see
+:func:`percentile`); no value travels to the host.
+
+:func:`efs_code_faithful` reproduces the released code's block (spec 2.6), which takes the
+entropy of raw logits (NaN -> nothing is ignored) and feeds detached softmax copies to the
+cross-entropy as if they were logits (constant terms, no gradient).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "IGNORE_INDEX",
+    "ENTROPY_EPS",
+    "entropy",
+    "percentile",
+    "cps_pseudo_label",
+    "cps_loss",
+    "uncertain_mask",
+    "union_label",
+    "efs_target",
+    "efs_loss",
+    "efs_code_faithful",
+]
+
+#: Label value of ignored (doubly uncertain) voxels in the EFS pseudo-label (C L177).
+IGNORE_INDEX = 2
+#: Epsilon inside the log of the voxel entropy (C L161).
+ENTROPY_EPS = 1e-10
+
+
+def entropy(probs: Tensor, eps: float = ENTROPY_EPS) -> Tensor:
+    """Voxel entropy ``H = -sum_c p_c ln(p_c + eps)`` in nats.
+
+    Args:
+        probs: (B, K, X, Y, Z) probabilities (the code-faithful path passes raw logits here,
+            which gives NaN wherever a logit is below ``-eps``).
+        eps: added inside the log.
+
+    Returns:
+        (B, X, Y, Z) entropies.
+    """
+    return -torch.sum(probs * torch.log(probs + eps), dim=1)
+
+
+def percentile(values: Tensor, alpha: float) -> Tensor:
+    """The alpha-th percentile of all elements, equal to ``numpy.percentile`` (linear).
+
+    Runs on the tensor's device without a host round trip: the virtual index
+    ``alpha/100 * (n - 1)`` depends only on the element count, the two order statistics
+    come from a device sort, and the interpolation uses NumPy's formula in the tensor's
+    dtype (``a + (b - a) g`` for ``g < 0.5``, else ``b - (b - a)(1 - g)``). As in NumPy,
+    any NaN makes the result NaN. (``torch.quantile`` rounds the virtual index in float32
+    and is limited to 2**24 elements; it differs from NumPy by an ulp on many inputs.)
+
+    Args:
+        values: tensor of any shape with at least one element (floating point).
+        alpha: percentile in [0, 100].
+
+    Returns:
+        0-d tensor of ``values.dtype`` on ``values.device``.
+    """
+    flat = values.reshape(-1)
+    n = flat.numel()
+    if n == 0:
+        raise ValueError("percentile: empty tensor")
+    if not 0.0 <= alpha <= 100.0:
+        raise ValueError(f"percentile: alpha must be in [0, 100], got {alpha}")
+    pos = (alpha / 100.0) * (n - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, n - 1)
+    g = pos - lo
+    ordered = torch.sort(flat).values
+    a, b = ordered[lo], ordered[hi]
+    diff = b - a
+    value = b - diff * (1.0 - g) if g >= 0.5 else a + diff * g
+    last = ordered[n - 1]  # NaNs sort last
+    return torch.where(torch.isnan(last), last, value)
+
+
+def cps_pseudo_label(probs_other: Tensor, tau_cps: float) -> Tensor:
+    """``Y~ = [p_1 >= tau_cps]``, detached.
+
+    Args:
+        probs_other: (B, 2, X, Y, Z) probabilities of the OTHER network.
+        tau_cps: threshold in [0.5, 1].
+
+    Returns:
+        (B, X, Y, Z) int64 labels in {0, 1}.
+    """
+    return (probs_other.detach()[:, 1] >= tau_cps).long()
+
+
+def cps_loss(logits: Tensor, probs_other: Tensor, tau_cps: float) -> Tensor:
+    """Cross pseudo supervision ``CE(z_k, [p_other,1 >= tau_cps])`` (spec 3.2).
+
+    Args:
+        logits: (B_u, 2, X, Y, Z) logits of the trained network on unlabeled samples.
+        probs_other: (B_u, 2, X, Y, Z) probabilities of the other network (detached here).
+        tau_cps: pseudo-label threshold.
+
+    Returns:
+        0-d tensor, mean over B_u*X*Y*Z voxels; gradient reaches ``logits`` only.
+    """
+    return F.cross_entropy(logits, cps_pseudo_label(probs_other, tau_cps))
+
+
+def uncertain_mask(entropy_a: Tensor, entropy_b: Tensor, alpha: float) -> Tensor:
+    """``I = (H_A >= P_alpha(H_A)) and (H_B >= P_alpha(H_B))``.
+
+    Each threshold is the alpha-th percentile over all voxels of its own map. Comparisons
+    with a NaN threshold are False, so a NaN entropy map makes ``I`` empty.
+
+    Args:
+        entropy_a: (B, X, Y, Z) entropies of network A.
+        entropy_b: (B, X, Y, Z) entropies of network B.
+        alpha: percentile in [0, 100].
+
+    Returns:
+        (B, X, Y, Z) bool mask of the voxels uncertain for both networks.
+    """
+    return (entropy_a >= percentile(entropy_a, alpha)) & (entropy_b >= percentile(entropy_b, alpha))
+
+
+def union_label(probs_a: Tensor, probs_b: Tensor) -> Tensor:
+    """``Y^ = argmax p_A OR argmax p_B`` (foreground if either network says so).
+
+    Args:
+        probs_a: (B, 2, X, Y, Z) probabilities (or logits) of network A.
+        probs_b: (B, 2, X, Y, Z) probabilities (or logits) of network B.
+
+    Returns:
+        (B, X, Y, Z) int64 labels in {0, 1}.
+    """
+    return torch.argmax(probs_a, dim=1) | torch.argmax(probs_b, dim=1)
+
+
+def efs_target(probs_a: Tensor, probs_b: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """EFS pseudo-label with doubly uncertain voxels set to :data:`IGNORE_INDEX` (spec 3.2).
+
+    Entropies are taken of the (detached) probabilities.
+
+    Args:
+        probs_a: (B_u, 2, X, Y, Z) probabilities of network A on unlabeled samples.
+        probs_b: (B_u, 2, X, Y, Z) probabilities of network B.
+        alpha: entropy percentile in [0, 100] (larger -> fewer voxels ignored).
+
+    Returns:
+        ``(target, uncertain)``: (B_u, X, Y, Z) int64 in {0, 1, 2} and the bool mask ``I``.
+    """
+    with torch.no_grad():
+        pa, pb = probs_a.detach(), probs_b.detach()
+        uncertain = uncertain_mask(entropy(pa), entropy(pb), alpha)
+        target = union_label(pa, pb).masked_fill(uncertain, IGNORE_INDEX)
+    return target, uncertain
+
+
+def efs_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """``L_EFS = w * CE_ignore(logits, target)`` with ``w = N / #valid`` (spec 3.2).
+
+    ``CE_ignore`` is the mean over the voxels whose label is not :data:`IGNORE_INDEX`;
+    ``N = B_u*X*Y*Z``; ``w`` is a constant (no gradient). If every voxel is ignored the
+    term is 0 (not NaN) and sends no gradient.
+
+    Args:
+        logits: (B_u, 2, X, Y, Z) logits of the trained network.
+        target: (B_u, X, Y, Z) int64 labels in {0, 1, 2} from :func:`efs_target`.
+
+    Returns:
+        0-d tensor.
+    """
+    ce_sum = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum")
+    n_valid = (target != IGNORE_INDEX).sum().clamp(min=1).to(ce_sum.dtype)
+    weight = target.numel() / n_valid
+    return weight * (ce_sum / n_valid)
+
+
+def efs_code_faithful(
+    probs_a: Tensor, probs_b: Tensor, logits_a: Tensor, logits_b: Tensor, alpha: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The EFS block exactly as the released code computes it (spec 2.6, C L138-215).
+
+    The pseudo-label is ``argmax z_A | argmax z_B``; the "teacher" entropies are taken of
+    the RAW LOGITS (``-sum z ln(z + 1e-10)``, NaN wherever a logit is negative, which makes
+    the percentile NaN and the uncertain set empty); ``w = N / #valid`` (``inf``/NaN if all
+    were ignored, as in C); the cross-entropy inputs are the detached softmax copies used as
+    if they were logits. The result is symmetric in A and B, so the winner does not matter.
+
+    Args:
+        probs_a: (B_u, 2, X, Y, Z) detached softmax copy of network A ("student").
+        probs_b: (B_u, 2, X, Y, Z) detached softmax copy of network B.
+        logits_a: (B_u, 2, X, Y, Z) raw logits of A ("teacher").
+        logits_b: (B_u, 2, X, Y, Z) raw logits of B.
+        alpha: the ``percent`` argument (C: 20).
+
+    Returns:
+        ``(efs_a, efs_b, target)``: two 0-d tensors with ``requires_grad`` False when the
+        probability inputs are detached, and the (B_u, X, Y, Z) int64 target in {0, 1, 2}.
+    """
+    with torch.no_grad():
+        target = union_label(logits_a, logits_b)
+        uncertain = uncertain_mask(entropy(logits_a), entropy(logits_b), alpha)
+        target = target.masked_fill(uncertain, IGNORE_INDEX)
+        weight = target.numel() / torch.sum(target != IGNORE_INDEX)
+    efs_a = weight * F.cross_entropy(probs_a, target, ignore_index=IGNORE_INDEX)
+    efs_b = weight * F.cross_entropy(probs_b, target, ignore_index=IGNORE_INDEX)
+    return efs_a, efs_b, target

@@ -1,0 +1,245 @@
+"""Prototype-guided learning L_PGL on the loser's unlabeled features (spec 3.4, 2.6).
+
+Class prototypes are the mean 16-channel feature of reliable voxels; a random subset of
+the uncertain voxels (the candidates) is pulled towards the prototype of the class the
+loser predicts for them, with the distance between L2-normalised vectors, plus a third term
+on the distance between the two prototypes.
+
+Paper mode (:func:`pgl_loss`): everything on the device (no host round trip), gradients
+reach both the candidate features and the prototypes, an empty set drops the terms that
+need it (never NaN). Code mode (:func:`pgl_code_faithful`): the released code's
+computation, under ``no_grad``, NaN when the candidate sets are empty.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from semiseg3d.losses.cce import IGNORE_INDEX
+
+__all__ = [
+    "SAMPLE_RATIO",
+    "flatten_features",
+    "reliable_sets",
+    "prototype",
+    "normalized_distance",
+    "sample_subset",
+    "pgl_loss",
+    "pgl_code_faithful",
+]
+
+#: One candidate is drawn per this many foreground candidates (C L192: ``size // 100``).
+SAMPLE_RATIO = 100
+
+
+def flatten_features(features: Tensor) -> Tensor:
+    """(B, C, X, Y, Z) -> (B*X*Y*Z, C), voxels in the order of ``label.reshape(-1)``."""
+    c = features.shape[1]
+    return features.movedim(1, -1).reshape(-1, c)
+
+
+def reliable_sets(
+    probs_a: Tensor, probs_b: Tensor, uncertain: Tensor, require_agreement: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Reliable voxels and their class (paper Eq. 16; spec 3.4).
+
+    - ``require_agreement`` True (paper): ``R = [argmax p_A = argmax p_B] and not I``, class
+      = the agreed prediction.
+    - False (the released code's sets): ``R = not I``, class = the union label
+      ``argmax p_A | argmax p_B``.
+
+    Args:
+        probs_a: (B_u, 2, X, Y, Z) probabilities of network A.
+        probs_b: (B_u, 2, X, Y, Z) probabilities of network B.
+        uncertain: (B_u, X, Y, Z) bool EFS uncertain set ``I``.
+        require_agreement: see above.
+
+    Returns:
+        ``(reliable, label)``: (B_u, X, Y, Z) bool and int64 in {0, 1}.
+    """
+    pred_a = torch.argmax(probs_a, dim=1)
+    pred_b = torch.argmax(probs_b, dim=1)
+    if require_agreement:
+        return (pred_a == pred_b) & ~uncertain, pred_a
+    return ~uncertain, pred_a | pred_b
+
+
+def prototype(flat: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean feature over the masked voxels (zeros when the mask is empty).
+
+    Args:
+        flat: (N, C) features.
+        mask: (N,) bool.
+
+    Returns:
+        ``(pi, count)``: (C,) prototype, attached to ``flat``; 0-d int64 mask size.
+    """
+    count = mask.sum()
+    w = mask.to(flat.dtype)
+    return (w @ flat) / count.clamp(min=1).to(flat.dtype), count
+
+
+def normalized_distance(flat: Tensor, pi: Tensor) -> Tensor:
+    """``|| x_i / ||x_i|| - pi / ||pi|| ||_2`` per voxel (``F.normalize``, eps 1e-12).
+
+    Args:
+        flat: (N, C) features.
+        pi: (C,) prototype.
+
+    Returns:
+        (N,) distances in [0, 2].
+    """
+    return _distance_to(F.normalize(flat, p=2.0, dim=1), pi)
+
+
+def _distance_to(x_hat: Tensor, pi: Tensor) -> Tensor:
+    """(N, C) unit rows, (C,) prototype -> (N,) distances to the normalised prototype."""
+    pi_hat = F.normalize(pi, p=2.0, dim=0)
+    return torch.linalg.vector_norm(x_hat - pi_hat.unsqueeze(0), ord=2, dim=1)
+
+
+def sample_subset(
+    candidates: Tensor, n: Tensor | int, generator: torch.Generator | None = None
+) -> Tensor:
+    """A uniform random subset of ``min(n, |candidates|)`` candidates, without replacement.
+
+    Every voxel gets a uniform key from ``generator``; candidates are ranked by key and the
+    first ``n`` are kept. The number of random draws does not depend on the data (it is
+    the number of voxels), and nothing leaves the device.
+
+    Args:
+        candidates: (N,) bool.
+        n: sample size (0-d int tensor or int).
+        generator: dedicated generator (any device; keys are moved to the candidates'
+            device); None uses the global generator of that device.
+
+    Returns:
+        (N,) bool mask of the sampled voxels.
+    """
+    num = candidates.numel()
+    if generator is None:
+        keys = torch.rand(num, device=candidates.device)
+    else:
+        keys = torch.rand(num, generator=generator, device=generator.device)
+        keys = keys.to(candidates.device)
+    keys = torch.where(candidates, keys, torch.full_like(keys, 2.0))
+    order = torch.argsort(keys)
+    rank = torch.empty_like(order).scatter_(0, order, torch.arange(num, device=order.device))
+    return candidates & (rank < n)
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    count = mask.sum()
+    total = torch.where(mask, values, torch.zeros_like(values)).sum()
+    return total / count.clamp(min=1).to(values.dtype), count
+
+
+def pgl_loss(
+    features: Tensor,
+    reliable: Tensor,
+    label: Tensor,
+    loser_pred: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    third_term: bool = True,
+    proto_sign: int = 1,
+    sample_ratio: int = SAMPLE_RATIO,
+) -> Tensor:
+    """``L_PGL = l(F_Uf, pi_f) + l(F_Ub, pi_b) + sign * l(pi_f, pi_b)`` (spec 3.4).
+
+    - ``pi_f``, ``pi_b``: mean features over ``R_f = R & (label = 1)``, ``R_b = R & (label = 0)``.
+    - Uncertain ``U = not R``; candidates ``U_f = U & (loser_pred = 1)``,
+      ``U_b = U & (loser_pred = 0)``; ``n = floor(|U_f| / 100)`` sampled from ``U_f`` and
+      ``min(n, |U_b|)`` from ``U_b``, without replacement.
+    - ``l(X, pi) = mean_i || x_i/||x_i|| - pi/||pi|| ||_2``.
+    - Guards: a term whose prototype set is empty or whose sample is empty contributes 0;
+      the third term needs both prototypes. The result is never NaN for finite features.
+
+    Args:
+        features: (B_u, C, X, Y, Z) features of the loser on unlabeled samples.
+        reliable: (B_u, X, Y, Z) bool reliable set ``R``.
+        label: (B_u, X, Y, Z) int64 class of the reliable voxels (0/1).
+        loser_pred: (B_u, X, Y, Z) int64 ``argmax p_L`` (candidate class).
+        generator: dedicated generator for the candidate sampling.
+        third_term: include ``l(pi_f, pi_b)``.
+        proto_sign: +1 pulls the prototypes together (C, P 4.4.4), -1 pushes them apart.
+        sample_ratio: candidates per sampled foreground voxel (C: 100).
+
+    Returns:
+        0-d tensor; gradient reaches the candidate features and, through the prototypes,
+        the reliable features.
+    """
+    flat = flatten_features(features)
+    rel = reliable.reshape(-1)
+    lab = label.reshape(-1)
+    pred = loser_pred.reshape(-1)
+    pi_f, n_rf = prototype(flat, rel & (lab == 1))
+    pi_b, n_rb = prototype(flat, rel & (lab == 0))
+    has_f, has_b = n_rf > 0, n_rb > 0
+    unc = ~rel
+    u_f = unc & (pred == 1)
+    u_b = unc & (pred == 0)
+    n = torch.div(u_f.sum(), sample_ratio, rounding_mode="floor")
+    sel_f = sample_subset(u_f, n, generator)
+    sel_b = sample_subset(u_b, n, generator)
+    zero = flat.new_zeros(())
+    x_hat = F.normalize(flat, p=2.0, dim=1)
+    term_f, _ = _masked_mean(_distance_to(x_hat, pi_f), sel_f)
+    term_b, _ = _masked_mean(_distance_to(x_hat, pi_b), sel_b)
+    loss = torch.where(has_f, term_f, zero) + torch.where(has_b, term_b, zero)
+    if third_term:
+        term_c = normalized_distance(pi_f.unsqueeze(0), pi_b).squeeze(0)
+        loss = loss + proto_sign * torch.where(has_f & has_b, term_c, zero)
+    return loss
+
+
+def _c_distance(candidates: Tensor, proto: Tensor) -> Tensor:
+    """C's ``loss_fn``: candidates (C, N), proto (C, 1) -> mean cdist of normalised columns."""
+    x = F.normalize(candidates, dim=0, p=2).permute(1, 0).unsqueeze(0)
+    y = F.normalize(proto, dim=0, p=2).permute(1, 0).unsqueeze(0)
+    return torch.cdist(x, y, p=2.0).mean()
+
+
+def pgl_code_faithful(
+    features: Tensor,
+    target: Tensor,
+    loser_pred: Tensor,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The prototype loss exactly as the released code computes it (spec 2.6, C L180-205).
+
+    Under ``no_grad``: prototypes over ``target == 1`` / ``target == 0`` of the EFS
+    target; candidates ``(target == 2) & (loser_pred == c)``; ``n = |U_f| // 100``;
+    ``randperm`` of each candidate set truncated to ``n``; sum of the three distances with
+    the third one added. With C's inputs the candidate sets are empty and the result is
+    NaN (mean of an empty distance matrix). The value never carries gradient.
+
+    Args:
+        features: (B_u, C, X, Y, Z) loser features.
+        target: (B_u, X, Y, Z) int64 EFS target in {0, 1, 2} (from
+            :func:`~semiseg3d.losses.cce.efs_code_faithful`).
+        loser_pred: (B_u, X, Y, Z) int64 ``argmax`` of the loser's probabilities.
+        generator: generator for ``randperm`` (C used the global one).
+
+    Returns:
+        0-d tensor, ``requires_grad`` False (often NaN).
+    """
+    with torch.no_grad():
+        c = features.shape[1]
+        rep = features.permute(1, 0, 2, 3, 4).contiguous().view(c, -1)
+        t = target.reshape(-1)
+        pred = loser_pred.reshape(-1)
+        proto_f = rep[:, t == 1].mean(dim=1)
+        proto_b = rep[:, t == 0].mean(dim=1)
+        fg = rep[:, (t == IGNORE_INDEX) & (pred == 1)]
+        bg = rep[:, (t == IGNORE_INDEX) & (pred == 0)]
+        n = fg.size(1) // SAMPLE_RATIO
+        dev = generator.device if generator is not None else torch.device("cpu")
+        idx_f = torch.randperm(fg.size(1), generator=generator, device=dev)[:n].to(rep.device)
+        idx_b = torch.randperm(bg.size(1), generator=generator, device=dev)[:n].to(rep.device)
+        loss_f = _c_distance(fg[:, idx_f], proto_f.unsqueeze(1))
+        loss_b = _c_distance(bg[:, idx_b], proto_b.unsqueeze(1))
+        loss_c = _c_distance(proto_f.unsqueeze(1), proto_b.unsqueeze(1))
+        return loss_f + loss_b + loss_c
