@@ -14,6 +14,7 @@ import torch
 
 from semiseg3d.losses.cce import (
     IGNORE_INDEX,
+    class_argmax,
     cps_loss,
     efs_code_faithful,
     efs_loss,
@@ -27,6 +28,7 @@ from semiseg3d.losses.pgl import (
     pgl_code_faithful,
     pgl_loss,
     reliable_sets,
+    sample_indices,
     sample_subset,
 )
 from semiseg3d.losses.ramps import lr_at, poly_lr, rampup_weight, sigmoid_rampup, step_lr
@@ -160,6 +162,15 @@ def test_inter_consistency_hand_values() -> None:
 
 
 # --------------------------------------------------------------------------- entropy, percentile
+
+
+def test_class_argmax_equals_torch_argmax_with_ties_and_nan() -> None:
+    nan = float("nan")
+    pairs = [(0.2, 0.8), (0.8, 0.2), (0.5, 0.5), (nan, 1.0), (1.0, nan), (nan, nan), (-3.0, -3.0)]
+    x = torch.tensor(pairs).T.reshape(1, 2, len(pairs), 1, 1)
+    assert torch.equal(class_argmax(x), torch.argmax(x, dim=1))
+    x3 = torch.randn(2, 3, 4, 4, 2)
+    assert torch.equal(class_argmax(x3), torch.argmax(x3, dim=1))
 
 
 def test_entropy_hand_values() -> None:
@@ -399,6 +410,14 @@ def test_sample_subset_size_membership_and_determinism() -> None:
     assert not (s1 & ~cand).any()
     assert sample_subset(cand, 500, g1).sum().item() == 334  # min(n, |candidates|)
     assert sample_subset(cand, 0, g1).sum().item() == 0
+
+
+def test_sample_indices_static_bound() -> None:
+    cand = torch.zeros(1000, dtype=torch.bool)
+    cand[500:] = True
+    idx, valid = sample_indices(cand, torch.tensor(4), 10, torch.Generator().manual_seed(3))
+    assert idx.shape == (10,) and valid.tolist() == [True] * 4 + [False] * 6
+    assert bool((idx[:4] >= 500).all()) and len(set(idx.tolist())) == 10
 
 
 def test_sample_subset_is_uniform() -> None:

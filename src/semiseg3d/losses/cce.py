@@ -25,6 +25,7 @@ from torch import Tensor
 __all__ = [
     "IGNORE_INDEX",
     "ENTROPY_EPS",
+    "class_argmax",
     "entropy",
     "percentile",
     "cps_pseudo_label",
@@ -40,6 +41,24 @@ __all__ = [
 IGNORE_INDEX = 2
 #: Epsilon inside the log of the voxel entropy (C L161).
 ENTROPY_EPS = 1e-10
+
+
+def class_argmax(x: Tensor) -> Tensor:
+    """``torch.argmax(x, dim=1)``, with a fast exact path for two classes.
+
+    For K = 2 this is ``x_1 > x_0`` (ties go to class 0, a NaN counts as the maximum, as
+    in ``torch.argmax``); a strided argmax over a size-2 axis is slow on CPU.
+
+    Args:
+        x: (B, K, X, Y, Z) logits or probabilities.
+
+    Returns:
+        (B, X, Y, Z) int64 class indices.
+    """
+    if x.shape[1] != 2:
+        return torch.argmax(x, dim=1)
+    x0, x1 = x[:, 0], x[:, 1]
+    return ((x1 > x0) | (torch.isnan(x1) & ~torch.isnan(x0))).long()
 
 
 def entropy(probs: Tensor, eps: float = ENTROPY_EPS) -> Tensor:
@@ -61,10 +80,11 @@ def percentile(values: Tensor, alpha: float) -> Tensor:
 
     Runs on the tensor's device without a host round trip: the virtual index
     ``alpha/100 * (n - 1)`` depends only on the element count, the two order statistics
-    come from a device sort, and the interpolation uses NumPy's formula in the tensor's
-    dtype (``a + (b - a) g`` for ``g < 0.5``, else ``b - (b - a)(1 - g)``). As in NumPy,
-    any NaN makes the result NaN. (``torch.quantile`` rounds the virtual index in float32
-    and is limited to 2**24 elements; it differs from NumPy by an ulp on many inputs.)
+    come from ``torch.kthvalue`` on the device, and the interpolation uses NumPy's formula
+    in the tensor's dtype (``a + (b - a) g`` for ``g < 0.5``, else ``b - (b - a)(1 - g)``).
+    As in NumPy, any NaN makes the result NaN. (``torch.quantile`` computes the virtual
+    index in float32 and is limited to 2**24 elements; it differs from NumPy by an ulp on
+    many inputs, which can move a voxel across the threshold.)
 
     Args:
         values: tensor of any shape with at least one element (floating point).
@@ -83,12 +103,11 @@ def percentile(values: Tensor, alpha: float) -> Tensor:
     lo = math.floor(pos)
     hi = min(lo + 1, n - 1)
     g = pos - lo
-    ordered = torch.sort(flat).values
-    a, b = ordered[lo], ordered[hi]
+    a = torch.kthvalue(flat, lo + 1).values
+    b = a if hi == lo else torch.kthvalue(flat, hi + 1).values
     diff = b - a
     value = b - diff * (1.0 - g) if g >= 0.5 else a + diff * g
-    last = ordered[n - 1]  # NaNs sort last
-    return torch.where(torch.isnan(last), last, value)
+    return torch.where(torch.isnan(flat).any(), torch.full_like(value, math.nan), value)
 
 
 def cps_pseudo_label(probs_other: Tensor, tau_cps: float) -> Tensor:
@@ -145,7 +164,7 @@ def union_label(probs_a: Tensor, probs_b: Tensor) -> Tensor:
     Returns:
         (B, X, Y, Z) int64 labels in {0, 1}.
     """
-    return torch.argmax(probs_a, dim=1) | torch.argmax(probs_b, dim=1)
+    return class_argmax(probs_a) | class_argmax(probs_b)
 
 
 def efs_target(probs_a: Tensor, probs_b: Tensor, alpha: float) -> tuple[Tensor, Tensor]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from semiseg3d.losses.cce import class_argmax
+
 __all__ = [
     "CR_EPS",
     "KL_EPS",
@@ -38,8 +40,8 @@ def confidence_mask(probs: Tensor, tau: float) -> Tensor:
     Returns:
         (B, X, Y, Z) bool mask.
     """
-    prob, pred = torch.max(probs, dim=1)
-    return (pred == 1) & (prob >= tau)
+    # where argmax is class 1 the max probability is p_1
+    return (class_argmax(probs) == 1) & (probs[:, 1] >= tau)
 
 
 def disagreement_mask(probs_a: Tensor, probs_b: Tensor, tau: float) -> Tensor:

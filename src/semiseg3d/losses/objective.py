@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from semiseg3d.losses.cce import cps_loss, efs_code_faithful, efs_loss, efs_target
+from semiseg3d.losses.cce import class_argmax, cps_loss, efs_code_faithful, efs_loss, efs_target
 from semiseg3d.losses.consistency import inter_consistency
 from semiseg3d.losses.cr import cr_loss, disagreement_mask
 from semiseg3d.losses.pgl import pgl_code_faithful, pgl_loss, reliable_sets
@@ -243,7 +243,7 @@ def _paper(
     if cfg.use_pgl:
         with torch.no_grad():
             reliable, rel_label = reliable_sets(pa_u, pb_u, uncertain, cfg.pgl_require_agreement)
-            loser_pred = torch.where(loser_is_a, pa_u.argmax(dim=1), pb_u.argmax(dim=1))
+            loser_pred = torch.where(loser_is_a, class_argmax(pa_u), class_argmax(pb_u))
         f_loser = torch.where(loser_is_a, fa[n_l:], fb[n_l:])
         t["pgl"] = pgl_loss(
             f_loser,
@@ -299,7 +299,7 @@ def _code(
         if cfg.use_pgl:
             with torch.no_grad():
                 f_loser = torch.where(loser_is_a, fa[n_l:], fb[n_l:])
-                loser_pred = torch.where(loser_is_a, pa_u.argmax(dim=1), pb_u.argmax(dim=1))
+                loser_pred = torch.where(loser_is_a, class_argmax(pa_u), class_argmax(pb_u))
             t["pgl"] = pgl_code_faithful(f_loser, target, loser_pred, generator)
             w = pgl_weight(cfg, iteration)
 

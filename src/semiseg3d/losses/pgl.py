@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from semiseg3d.losses.cce import IGNORE_INDEX
+from semiseg3d.losses.cce import IGNORE_INDEX, class_argmax
 
 __all__ = [
     "SAMPLE_RATIO",
-    "flatten_features",
     "reliable_sets",
     "prototype",
     "normalized_distance",
+    "sample_indices",
     "sample_subset",
     "pgl_loss",
     "pgl_code_faithful",
@@ -32,12 +32,6 @@ __all__ = [
 
 #: One candidate is drawn per this many foreground candidates (C L192: ``size // 100``).
 SAMPLE_RATIO = 100
-
-
-def flatten_features(features: Tensor) -> Tensor:
-    """(B, C, X, Y, Z) -> (B*X*Y*Z, C), voxels in the order of ``label.reshape(-1)``."""
-    c = features.shape[1]
-    return features.movedim(1, -1).reshape(-1, c)
 
 
 def reliable_sets(
@@ -59,81 +53,100 @@ def reliable_sets(
     Returns:
         ``(reliable, label)``: (B_u, X, Y, Z) bool and int64 in {0, 1}.
     """
-    pred_a = torch.argmax(probs_a, dim=1)
-    pred_b = torch.argmax(probs_b, dim=1)
+    pred_a = class_argmax(probs_a)
+    pred_b = class_argmax(probs_b)
     if require_agreement:
         return (pred_a == pred_b) & ~uncertain, pred_a
     return ~uncertain, pred_a | pred_b
 
 
-def prototype(flat: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def prototype(features: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Mean feature over the masked voxels (zeros when the mask is empty).
 
     Args:
-        flat: (N, C) features.
-        mask: (N,) bool.
+        features: (B, C, X, Y, Z) features.
+        mask: (B, X, Y, Z) bool.
 
     Returns:
-        ``(pi, count)``: (C,) prototype, attached to ``flat``; 0-d int64 mask size.
+        ``(pi, count)``: (C,) prototype, attached to ``features``; 0-d int64 mask size.
     """
     count = mask.sum()
-    w = mask.to(flat.dtype)
-    return (w @ flat) / count.clamp(min=1).to(flat.dtype), count
+    w = mask.to(features.dtype).flatten(1)
+    total = torch.einsum("bcs,bs->c", features.flatten(2), w)
+    return total / count.clamp(min=1).to(features.dtype), count
 
 
-def normalized_distance(flat: Tensor, pi: Tensor) -> Tensor:
-    """``|| x_i / ||x_i|| - pi / ||pi|| ||_2`` per voxel (``F.normalize``, eps 1e-12).
+def normalized_distance(rows: Tensor, pi: Tensor) -> Tensor:
+    """``|| x_i / ||x_i|| - pi / ||pi|| ||_2`` per row (``F.normalize``, eps 1e-12).
 
     Args:
-        flat: (N, C) features.
+        rows: (N, C) features, one voxel per row.
         pi: (C,) prototype.
 
     Returns:
         (N,) distances in [0, 2].
     """
-    return _distance_to(F.normalize(flat, p=2.0, dim=1), pi)
-
-
-def _distance_to(x_hat: Tensor, pi: Tensor) -> Tensor:
-    """(N, C) unit rows, (C,) prototype -> (N,) distances to the normalised prototype."""
+    x_hat = F.normalize(rows, p=2.0, dim=1)
     pi_hat = F.normalize(pi, p=2.0, dim=0)
     return torch.linalg.vector_norm(x_hat - pi_hat.unsqueeze(0), ord=2, dim=1)
+
+
+def sample_indices(
+    candidates: Tensor,
+    n: Tensor | int,
+    k_max: int,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Draw ``min(n, |candidates|)`` candidates uniformly without replacement.
+
+    Every voxel gets a uniform float64 key from ``generator``; non-candidates get key 2.
+    The ``k_max`` smallest keys are the first ``k_max`` entries of a uniform random
+    permutation of the candidates (followed by non-candidates when there are fewer);
+    entry ``j`` is valid when ``j < n`` and it is a candidate. All shapes are static, so
+    nothing leaves the device, and the number of random draws does not depend on the data.
+
+    Args:
+        candidates: (N,) bool.
+        n: requested sample size (0-d int tensor or int), at most ``k_max``.
+        k_max: static upper bound on ``n`` (e.g. ``N // 100``).
+        generator: dedicated generator (any device; keys are moved to the candidates'
+            device); None uses the global generator of that device.
+
+    Returns:
+        ``(idx, valid)``: (k,) int64 flat voxel indices and (k,) bool, ``k = min(k_max, N)``.
+    """
+    num = candidates.numel()
+    k = min(max(k_max, 0), num)
+    if generator is None:
+        keys = torch.rand(num, dtype=torch.float64, device=candidates.device)
+    else:
+        keys = torch.rand(num, dtype=torch.float64, generator=generator, device=generator.device)
+        keys = keys.to(candidates.device)
+    keys = torch.where(candidates, keys, torch.full_like(keys, 2.0))
+    idx = torch.topk(keys, k, largest=False, sorted=True).indices
+    positions = torch.arange(k, device=candidates.device)
+    return idx, (positions < n) & candidates[idx]
 
 
 def sample_subset(
     candidates: Tensor, n: Tensor | int, generator: torch.Generator | None = None
 ) -> Tensor:
-    """A uniform random subset of ``min(n, |candidates|)`` candidates, without replacement.
-
-    Every voxel gets a uniform key from ``generator``; candidates are ranked by key and the
-    first ``n`` are kept. The number of random draws does not depend on the data (it is
-    the number of voxels), and nothing leaves the device.
-
-    Args:
-        candidates: (N,) bool.
-        n: sample size (0-d int tensor or int).
-        generator: dedicated generator (any device; keys are moved to the candidates'
-            device); None uses the global generator of that device.
-
-    Returns:
-        (N,) bool mask of the sampled voxels.
-    """
-    num = candidates.numel()
-    if generator is None:
-        keys = torch.rand(num, device=candidates.device)
-    else:
-        keys = torch.rand(num, generator=generator, device=generator.device)
-        keys = keys.to(candidates.device)
-    keys = torch.where(candidates, keys, torch.full_like(keys, 2.0))
-    order = torch.argsort(keys)
-    rank = torch.empty_like(order).scatter_(0, order, torch.arange(num, device=order.device))
-    return candidates & (rank < n)
+    """:func:`sample_indices` as a (N,) bool mask (with ``k_max = N``)."""
+    idx, valid = sample_indices(candidates, n, candidates.numel(), generator)
+    return torch.zeros_like(candidates).scatter_(0, idx, valid)
 
 
-def _masked_mean(values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    count = mask.sum()
-    total = torch.where(mask, values, torch.zeros_like(values)).sum()
-    return total / count.clamp(min=1).to(values.dtype), count
+def _rows(features: Tensor, idx: Tensor) -> Tensor:
+    """(B, C, X, Y, Z), flat voxel indices (k,) -> (k, C) feature rows (gradient flows)."""
+    flat = features.flatten(2)  # (B, C, S)
+    s = flat.shape[2]
+    return flat[idx // s, :, idx % s]
+
+
+def _mean_distance(features: Tensor, idx: Tensor, valid: Tensor, pi: Tensor) -> Tensor:
+    d = normalized_distance(_rows(features, idx), pi)
+    total = torch.where(valid, d, torch.zeros_like(d)).sum()
+    return total / valid.sum().clamp(min=1).to(d.dtype)
 
 
 def pgl_loss(
@@ -151,8 +164,8 @@ def pgl_loss(
 
     - ``pi_f``, ``pi_b``: mean features over ``R_f = R & (label = 1)``, ``R_b = R & (label = 0)``.
     - Uncertain ``U = not R``; candidates ``U_f = U & (loser_pred = 1)``,
-      ``U_b = U & (loser_pred = 0)``; ``n = floor(|U_f| / 100)`` sampled from ``U_f`` and
-      ``min(n, |U_b|)`` from ``U_b``, without replacement.
+      ``U_b = U & (loser_pred = 0)``; ``n = floor(|U_f| / sample_ratio)`` drawn from ``U_f``
+      and ``min(n, |U_b|)`` from ``U_b``, uniformly without replacement.
     - ``l(X, pi) = mean_i || x_i/||x_i|| - pi/||pi|| ||_2``.
     - Guards: a term whose prototype set is empty or whose sample is empty contributes 0;
       the third term needs both prototypes. The result is never NaN for finite features.
@@ -162,32 +175,29 @@ def pgl_loss(
         reliable: (B_u, X, Y, Z) bool reliable set ``R``.
         label: (B_u, X, Y, Z) int64 class of the reliable voxels (0/1).
         loser_pred: (B_u, X, Y, Z) int64 ``argmax p_L`` (candidate class).
-        generator: dedicated generator for the candidate sampling.
+        generator: dedicated generator for the candidate sampling (2 * B_u*X*Y*Z float64
+            draws per call, whatever the data).
         third_term: include ``l(pi_f, pi_b)``.
         proto_sign: +1 pulls the prototypes together (C, P 4.4.4), -1 pushes them apart.
         sample_ratio: candidates per sampled foreground voxel (C: 100).
 
     Returns:
-        0-d tensor; gradient reaches the candidate features and, through the prototypes,
-        the reliable features.
+        0-d tensor; gradient reaches the sampled candidate features and, through the
+        prototypes, the reliable features.
     """
-    flat = flatten_features(features)
-    rel = reliable.reshape(-1)
-    lab = label.reshape(-1)
-    pred = loser_pred.reshape(-1)
-    pi_f, n_rf = prototype(flat, rel & (lab == 1))
-    pi_b, n_rb = prototype(flat, rel & (lab == 0))
+    pi_f, n_rf = prototype(features, reliable & (label == 1))
+    pi_b, n_rb = prototype(features, reliable & (label == 0))
     has_f, has_b = n_rf > 0, n_rb > 0
-    unc = ~rel
-    u_f = unc & (pred == 1)
-    u_b = unc & (pred == 0)
+    unc = ~reliable
+    u_f = (unc & (loser_pred == 1)).reshape(-1)
+    u_b = (unc & (loser_pred == 0)).reshape(-1)
     n = torch.div(u_f.sum(), sample_ratio, rounding_mode="floor")
-    sel_f = sample_subset(u_f, n, generator)
-    sel_b = sample_subset(u_b, n, generator)
-    zero = flat.new_zeros(())
-    x_hat = F.normalize(flat, p=2.0, dim=1)
-    term_f, _ = _masked_mean(_distance_to(x_hat, pi_f), sel_f)
-    term_b, _ = _masked_mean(_distance_to(x_hat, pi_b), sel_b)
+    k_max = u_f.numel() // sample_ratio  # static bound: n <= N / ratio
+    idx_f, valid_f = sample_indices(u_f, n, k_max, generator)
+    idx_b, valid_b = sample_indices(u_b, n, k_max, generator)
+    zero = features.new_zeros(())
+    term_f = _mean_distance(features, idx_f, valid_f, pi_f)
+    term_b = _mean_distance(features, idx_b, valid_b, pi_b)
     loss = torch.where(has_f, term_f, zero) + torch.where(has_b, term_b, zero)
     if third_term:
         term_c = normalized_distance(pi_f.unsqueeze(0), pi_b).squeeze(0)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from semiseg3d.losses.cce import class_argmax
+
 __all__ = ["ue_loss"]
 
 
@@ -40,7 +42,7 @@ def ue_loss(
     """
     teacher = logits_teacher.detach()
     q_t = F.softmax(teacher / T, dim=1)
-    pseudo = torch.argmax(q_t, dim=1)
+    pseudo = class_argmax(q_t)
     ce = F.cross_entropy(logits_student, pseudo, reduction="none")
     q = q_t if temperature_in_kl else F.softmax(teacher, dim=1)
     log_p = F.log_softmax(logits_student, dim=1)
