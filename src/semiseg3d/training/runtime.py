@@ -157,6 +157,17 @@ class RunFeedback:
     def _open_live(self) -> Any:
         from dvclive import Live
 
+        class LocalLive(Live):
+            """dvclive without its DVC / Git integration: plain files in ``dir`` only.
+
+            ``Live`` looks for a DVC repository from the working directory and, when
+            there is none, runs ``dvc init`` in the enclosing Git checkout; a training run
+            must not touch the repository it is started from.
+            """
+
+            def _init_dvc(self) -> None:
+                self._dvc_file = "dvc.yaml"  # never written: dvcyaml=None
+
         live_dir = self.out_dir / LIVE_NAME
         resume = self.start > 0 and live_dir.is_dir()
         if resume:
@@ -164,7 +175,9 @@ class RunFeedback:
                 _truncate_tsv(tsv, self.start)
         # dvclive logs "Logging to experiment ..." on its own logger; keep stderr quiet.
         logging.getLogger("dvclive").setLevel(logging.WARNING)
-        live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resume, report=None)
+        live = LocalLive(
+            dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resume, report=None
+        )
         live.step = self.start
         return live
 
