@@ -320,6 +320,9 @@ def test_table7_default_alpha_is_full_run(results: Path) -> None:
     assert default["Dice paper (Δ)"] == "89.95 ± 0.58 (Δ +0.05)"
     assert _row(table, alpha="30")["Dice (%)"] == "60.00 [10.00] (1/2 seeds)"
     assert _row(table, alpha="10")["Dice (%)"] == "missing"
+    num = table.numeric.set_index("alpha")
+    assert num.loc[70.0, "alpha_default"] and num.loc[70.0, "run_variant"] == "full"
+    assert num.loc[30.0, "dice_mean"] == pytest.approx(60.0)
 
 
 def test_tables_5_6_absent_without_their_variants(results: Path) -> None:

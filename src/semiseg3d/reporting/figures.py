@@ -249,7 +249,7 @@ def training_curves(run_dir: str | Path, path: str | Path, title: str = "") -> P
             elif group == "terms":
                 ax.plot(steps, _smooth(values), label=label, linewidth=1.0)
             else:
-                ax.plot(steps, values, label=label, linewidth=1.2)
+                ax.plot(steps, values, label=label, linewidth=1.2, drawstyle="steps-post")
         if group == "schedule":
             finite = np.concatenate([v[np.isfinite(v)] for _, _, v in curves])
             if finite.size and (finite > 0).all():

@@ -24,7 +24,6 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -761,6 +760,7 @@ def table7(ctx: ReportContext) -> Table | None:
     """Table 7: EFS/PGL entropy percentile alpha; the dataset's default alpha is ``full``."""
     specs = []
     notes = []
+    alphas: list[tuple[float, bool]] = []
     alpha_variants = lambda ds: sorted(  # noqa: E731
         v for v in ctx.named_variants(ds) if sweep_value(v, "alpha") is not None
     )
@@ -784,16 +784,12 @@ def table7(ctx: ReportContext) -> Table | None:
                     "Labeled": ctx.labeled_text(ds, ratio),
                 }
                 specs.append((keys, ds, variant, ratio))
-    return _rows_table(ctx, "table7_alpha", "Table 7: EFS entropy percentile alpha", specs, notes)
-
-
-@cache
-def _complexity_fn() -> ComplexityFn | None:
-    try:
-        from semiseg3d.models.complexity import complexity_report
-    except ImportError:  # pragma: no cover - the models package is part of the project
-        return None
-    return complexity_report
+                alphas.append((alpha, is_default))
+    table = _rows_table(ctx, "table7_alpha", "Table 7: EFS entropy percentile alpha", specs, notes)
+    if table is not None:
+        table.numeric["alpha"] = [a for a, _ in alphas]
+        table.numeric.insert(2, "alpha_default", [d for _, d in alphas])
+    return table
 
 
 def build_tables(ctx: ReportContext) -> list[Table]:
