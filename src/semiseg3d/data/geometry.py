@@ -106,13 +106,19 @@ def _quiet_itk() -> Iterator[None]:
         sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+def _first_line(exc: BaseException, path: Path | None = None) -> str:
+    """The informative line of an ITK exception, without the file name it repeats."""
+    text = str(exc)
+    if path is not None:
+        text = text.replace(f' for "{path}"', "").replace(f'"{path}"', "the file")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     # ITK messages put the useful part after "Description:" or on the last line
     for ln in lines:
         if ln.lower().startswith("description:"):
-            return ln.split(":", 1)[1].strip()
-    return lines[-1][:200] if lines else exc.__class__.__name__
+            return ln.split(":", 1)[1].strip()[:200]
+    if not lines:
+        return exc.__class__.__name__
+    return lines[-1].removeprefix("sitk::ERROR:").strip()[:200]
 
 
 def _check_3d(image: sitk.Image, where: Path) -> sitk.Image:
@@ -152,7 +158,7 @@ def read_image(path: str | Path) -> sitk.Image:
         with _quiet_itk():
             image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise InputError(f"{path}: cannot read image ({_first_line(exc)})") from exc
+        raise InputError(f"{path}: cannot read image ({_first_line(exc, path)})") from exc
     return _check_3d(image, path)
 
 
@@ -196,11 +202,12 @@ def read_dicom_series(folder: str | Path) -> sitk.Image:
     for f in files:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(f))
+        reader.SetImageIO("GDCMImageIO")
         try:
             with _quiet_itk():
                 reader.ReadImageInformation()
         except RuntimeError as exc:
-            raise InputError(f"{f}: not a readable DICOM file ({_first_line(exc)})") from exc
+            raise InputError(f"{f}: not a readable DICOM file ({_first_line(exc, f)})") from exc
         keys = set(reader.GetMetaDataKeys())
         pos = (
             _floats(reader.GetMetaData(_DICOM_TAG_POSITION), 3)
@@ -245,6 +252,14 @@ def read_dicom_series(folder: str | Path) -> sitk.Image:
         with _quiet_itk():
             image = reader.Execute()
     except RuntimeError as exc:
+        for h in order:  # name the slice that fails, when one does on its own
+            try:
+                with _quiet_itk():
+                    sitk.ReadImage(str(h[0]))
+            except RuntimeError as one:
+                raise InputError(
+                    f"{h[0]}: cannot read DICOM slice ({_first_line(one, h[0])})"
+                ) from exc
         raise InputError(f"{folder}: cannot read the DICOM series ({_first_line(exc)})") from exc
     image = _check_3d(image, folder)
     if len(order) > 1:
