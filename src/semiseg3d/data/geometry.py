@@ -136,6 +136,36 @@ def _check_3d(image: sitk.Image, where: Path) -> sitk.Image:
     return image
 
 
+def _check_nifti_complete(path: Path) -> None:
+    """Refuse a truncated NIfTI file (ITK silently zero-fills a short gzip stream)."""
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        need = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * int(
+            np.dtype(header.get_data_dtype()).itemsize
+        )
+    except Exception as exc:  # nibabel raises many types for a broken header
+        raise InputError(f"{path}: not a readable NIfTI file ({exc.__class__.__name__})") from exc
+    if path.name.lower().endswith(".gz"):
+        have = 0
+        try:
+            with gzip.open(path, "rb") as f:
+                while block := f.read(1 << 22):
+                    have += len(block)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise InputError(
+                f"{path}: compressed data is truncated or corrupt ({exc.__class__.__name__})"
+            ) from exc
+    else:
+        have = path.stat().st_size
+    if have < need:
+        raise InputError(f"{path}: file is truncated ({have} of {need} bytes)")
+
+
 def read_image(path: str | Path) -> sitk.Image:
     """Read a 3-D scalar volume: NIfTI / NRRD / MetaImage file, or a DICOM folder.
 
@@ -154,6 +184,8 @@ def read_image(path: str | Path) -> sitk.Image:
         return read_dicom_series(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_complete(path)
     try:
         with _quiet_itk():
             image = sitk.ReadImage(str(path))
