@@ -344,8 +344,7 @@ def qualitative_figure(
     Returns:
         ``(path, "")`` on success, ``(None, reason)`` when the figure cannot be drawn.
     """
-    from semiseg3d.data.volumes import case_path, downsample_volume, load_volume, read_list
-    from semiseg3d.evaluation.maskio import read_mask
+    from semiseg3d.data.volumes import read_list
 
     methods = _methods(ctx, dataset, variants)
     if not methods:
@@ -354,7 +353,10 @@ def qualitative_figure(
     if not root.is_dir():
         return None, f"dataset folder {root} not found"
     if (root / "test.list").is_file():
-        candidates = read_list(root / "test.list")
+        try:
+            candidates = read_list(root / "test.list")
+        except InputError as exc:
+            return None, str(exc)
     else:
         candidates = sorted(
             {
@@ -368,6 +370,24 @@ def qualitative_figure(
     ]
     if not cases:
         return None, "no test case has a prediction"
+
+    try:
+        return _draw_qualitative(ctx, dataset, root, path, methods, cases), ""
+    except InputError as exc:  # a broken volume or prediction: report it, draw nothing
+        _pyplot().close("all")
+        return None, str(exc)
+
+
+def _draw_qualitative(
+    ctx: ReportContext,
+    dataset: str,
+    root: Path,
+    path: str | Path,
+    methods: list[tuple[str, int, str, Path]],
+    cases: list[str],
+) -> Path:
+    from semiseg3d.data.volumes import case_path, downsample_volume, load_volume
+    from semiseg3d.evaluation.maskio import read_mask
 
     plt = _pyplot()
     ncols = 2 + len(methods)
@@ -404,7 +424,7 @@ def qualitative_figure(
         fontsize=10,
     )
     fig.tight_layout()
-    return _save(fig, path), ""
+    return _save(fig, path)
 
 
 def _panel(
