@@ -76,7 +76,7 @@ def _extract_zip(archive: Path, dest: Path) -> None:
 def _extract_tar(archive: Path, dest: Path) -> None:
     try:
         tf = tarfile.open(archive, "r:*")
-    except (tarfile.TarError, OSError) as exc:
+    except (tarfile.TarError, OSError, EOFError) as exc:
         raise InputError(f"{archive}: not a readable tar archive ({exc})") from exc
     with tf:
         try:
