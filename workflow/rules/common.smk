@@ -1,0 +1,149 @@
+# Config validation, the experiment grid and input functions, shared by every rule file.
+#
+# The grid logic lives in semiseg3d.training.run_config, which `semiseg3d run-config` uses
+# too, so the DAG and the per-run configs agree by construction.
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+from semiseg3d.errors import InputError
+from semiseg3d.training import run_config as rc
+
+min_version("9.0")
+
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "params.schema.yaml"
+
+
+def _rel(path):
+    """``path`` relative to the working directory when it lies inside it."""
+    path = os.path.abspath(path)
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+PARAMS_FILE = "params.yaml"
+OVERLAYS = [
+    _rel(p)
+    for p in workflow.overwrite_configfiles
+    if os.path.abspath(p) != os.path.abspath(PARAMS_FILE)
+]
+SOURCE = " + ".join([PARAMS_FILE, *OVERLAYS])
+
+# -- validation: a bad key or value stops here, with one line naming it ------------------------
+try:
+    rc.validate_params(config, SCHEMA, SOURCE)
+except InputError as exc:
+    raise WorkflowError(str(exc)) from None
+validate(config, SCHEMA)
+if config != rc.load_params(PARAMS_FILE, OVERLAYS):
+    raise WorkflowError(
+        f"the Snakemake config differs from {SOURCE}: put changes in params.yaml or in an "
+        "overlay passed with --configfile (not --config), so `semiseg3d run-config` sees them"
+    )
+
+# -- the grid ---------------------------------------------------------------------------------
+RUNS = rc.expand_grid(config)
+DATASETS = sorted({run.dataset for run in RUNS})
+SPLITS = sorted({(run.dataset, run.ratio) for run in RUNS})
+
+
+def _names_with_source(kind):
+    """Regex alternation of the datasets whose data come from ``kind`` (matches nothing if none)."""
+    names = [n for n, entry in config["data"].items() if entry["source"] == kind]
+    return "|".join(names) if names else "(?!)"
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9][A-Za-z0-9_-]*",
+    variant="[A-Za-z][A-Za-z0-9_.-]*",
+    ratio="[0-9]+",
+    seed="[0-9]+",
+
+
+# -- paths ------------------------------------------------------------------------------------
+PROCESSED = "data/processed/{dataset}"
+SPLIT = "data/splits/{dataset}/r{ratio}"
+RUN = "results/runs/{dataset}/{variant}/r{ratio}/s{seed}"
+RUN_CONFIG = "results/configs/{dataset}/{variant}/r{ratio}/s{seed}.yaml"
+LOGS = "results/logs"
+BENCHMARKS = "results/benchmarks"
+
+
+def run_paths(pattern):
+    """``pattern`` filled in for every training run of the grid."""
+    return [
+        pattern.format(dataset=r.dataset, variant=r.variant, ratio=r.ratio, seed=r.seed)
+        for r in RUNS
+    ]
+
+
+def split_paths(name):
+    """``data/splits/{dataset}/r{ratio}/<name>`` for every split the grid needs."""
+    return [f"{SPLIT.format(dataset=d, ratio=r)}/{name}" for d, r in SPLITS]
+
+
+# -- input functions and params ---------------------------------------------------------------
+def data_entry(wildcards):
+    """The ``data.<dataset>`` entry of params.yaml."""
+    return config["data"][wildcards.dataset]
+
+
+def split_how(wildcards):
+    """``--labeled N`` when params.yaml lists the count for this ratio, else ``--ratio R``."""
+    n = rc.labeled_for_ratio(config, wildcards.dataset, int(wildcards.ratio))
+    if n is not None:
+        return f"--labeled {n}"
+    return f"--ratio {int(wildcards.ratio) / 100:g}"
+
+
+def run_settings(wildcards):
+    """The resolved training settings of a run: a params entry, so a change reruns it."""
+    return rc.variant_settings(config, wildcards.dataset, wildcards.variant)
+
+
+def overlay_args(wildcards):
+    """``--overlay FILE`` for each ``--configfile`` overlay given to Snakemake."""
+    return " ".join(f"--overlay {shlex.quote(p)}" for p in OVERLAYS)
+
+
+def fetch_args(wildcards):
+    """``--local DIR`` when data.<dataset>.local is set (else the fetch downloads)."""
+    local = data_entry(wildcards).get("local")
+    return f"--local {shlex.quote(str(local))}" if local else ""
+
+
+def convert_args(wildcards):
+    """``--format F --raw DIR [--seed S] [--set KEY=VALUE ...]`` from data.<dataset>."""
+    entry = data_entry(wildcards)
+    args = [f"--format {entry['format']}"]
+    if entry.get("raw"):
+        args.append(f"--raw {shlex.quote(str(entry['raw']))}")
+    if "seed" in entry:
+        args.append(f"--seed {entry['seed']}")
+    for key, value in (entry.get("options") or {}).items():
+        args.append(
+            "--set " + shlex.quote(f"{key}={json.dumps(value, separators=(',', ':'))}")
+        )
+    return " ".join(args)
+
+
+def synth_args(wildcards):
+    """``--cases N --test M --shape X Y Z --spacing SX SY SZ --seed S`` from data.<dataset>."""
+    entry = data_entry(wildcards)
+    synth = entry["synth"]
+    args = []
+    if "cases" in synth:
+        args.append(f"--cases {synth['cases']}")
+    if "test" in synth:
+        args.append(f"--test {synth['test']}")
+    if "shape" in synth:
+        args.append("--shape " + " ".join(str(v) for v in synth["shape"]))
+    if "spacing" in synth:
+        args.append("--spacing " + " ".join(str(v) for v in synth["spacing"]))
+    args.append(f"--seed {entry.get('seed', 0)}")
+    return " ".join(args)
