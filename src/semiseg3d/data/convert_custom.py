@@ -533,13 +533,19 @@ def prepare_case(
     return Prepared(out, out_label, spacing, box, norm, image)  # type: ignore[arg-type]
 
 
-def prepare_inference(image: sitk.Image, opts: PreprocessOptions, where: str = "scan") -> Prepared:
+def prepare_inference(
+    image: sitk.Image,
+    opts: PreprocessOptions,
+    where: str = "scan",
+    min_size: Sequence[int] | None = None,
+) -> Prepared:
     """Apply the recipe to a new scan (no label) for prediction.
 
     Same resampling and intensity map as training. A ``foreground`` crop is applied (with the
     fixed ``margin``; random margins are not drawn); a ``label`` crop is impossible without a
     label, so the whole volume is kept and the statistics come from the whole volume. Every
-    axis is padded up to the patch with the normalised background.
+    axis is padded up to ``min_size`` (default: the recipe's patch) with the normalised
+    background.
 
     Returns:
         :class:`Prepared` with ``label`` None; ``box`` maps the result back to ``grid``.
@@ -559,7 +565,7 @@ def prepare_inference(image: sitk.Image, opts: PreprocessOptions, where: str = "
         margin_after=opts.margin,
         centre_pad=opts.patch if opts.centre_pad else None,
         inclusive_end=opts.crop_end_inclusive,
-        min_size=opts.patch,
+        min_size=opts.patch if min_size is None else min_size,
     )
     fit_on_crop = not opts.normalise_before_crop and box_src is not None
     out, norm = _normalise_crop(array, box, opts, fit_on_crop, where)
@@ -665,7 +671,8 @@ def make_lists(
             missing = len(ids) - len(lists[key])
             if missing:
                 notes.append(
-                    f"{missing} of {len(ids)} published {key} case(s) are not in the raw folder"
+                    f"published {key} list: {len(lists[key])} of {len(ids)} cases present "
+                    "(the missing ones are skipped)"
                 )
     elif opts.split == "random":
         order = list(present)

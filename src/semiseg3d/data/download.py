@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 #: raw-file URL of UA-MT's ``data`` folder
-LA_URL_BASE = "https://raw.githubusercontent.com/yulequan/UA-MT/master/data"
+LA_URL_BASE = "https://raw.githubusercontent.com/yulequan/UA-MT/HEAD/data"
 #: folder of the h5 files inside the release
 LA_H5_FOLDER = "2018LA_Seg_Training Set"
 _LIST_NAMES = ("train.list", "test.list")
@@ -215,7 +215,14 @@ def download_file(
         else sha256_file(part)
     )
     if got != digest:
+        with open(part, "rb") as f:
+            lfs = f.read(40).startswith(b"version https://git-lfs")
         part.unlink(missing_ok=True)
+        if lfs:
+            raise InputError(
+                f"{name}: the server sent a Git LFS pointer, not the file; use --url-base "
+                "https://media.githubusercontent.com/media/yulequan/UA-MT/HEAD/data"
+            )
         raise _mismatch(name, got, digest)
     if is_list:
         text = part.read_text(encoding="utf-8")

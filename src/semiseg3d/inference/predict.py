@@ -198,7 +198,8 @@ def predict_image(
     Returns:
         :class:`Prediction` on the grid of ``image``.
     """
-    prep = prepare_inference(image, opts, where=where)
+    min_size = [int(p) * downsample for p in patch]  # the run's patch, on the full grid
+    prep = prepare_inference(image, opts, where=where, min_size=min_size)
     array = prep.image
     if downsample > 1:
         array = _downsample(array, downsample)
