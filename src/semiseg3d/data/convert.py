@@ -3,6 +3,7 @@
 ::
 
     semiseg3d convert --dataset {la-raw,pancreas,brats,custom} --raw PATH --out DIR
+        (--format is an alias of --dataset; la_raw and own are aliases of la-raw and custom)
         [--labels DIR] [--seed S] [--options FILE] [--set KEY=VALUE ...]
 
 ``--raw`` is a folder or an archive (``.zip``, ``.tar.gz`` ...; extracted safely into a
@@ -52,6 +53,7 @@ __all__ = [
     "PREPROCESS_FILE",
     "FORMAT",
     "DATASETS",
+    "ALIASES",
     "Converter",
     "default_options",
     "convert_dataset",
@@ -97,8 +99,13 @@ DATASETS: dict[str, Converter] = {
 }
 
 
+#: other spellings of the format names (as params.yaml writes them)
+ALIASES: dict[str, str] = {"la_raw": "la-raw", "own": "custom"}
+
+
 def default_options(dataset: str) -> PreprocessOptions:
     """The recipe defaults of a raw format (``la-raw``, ``pancreas``, ``brats``, ``custom``)."""
+    dataset = ALIASES.get(dataset, dataset)
     if dataset not in DATASETS:
         raise InputError(f"unknown dataset format '{dataset}'; choose one of {sorted(DATASETS)}")
     return DATASETS[dataset].defaults()
@@ -179,6 +186,7 @@ def convert_dataset(
         InputError: a missing raw path (saying where the data is obtained), an empty or
             malformed raw folder, a bad case (naming its file); nothing is left in ``out``.
     """
+    dataset = ALIASES.get(dataset, dataset)
     conv = DATASETS.get(dataset)
     if conv is None:
         raise InputError(f"unknown dataset format '{dataset}'; choose one of {sorted(DATASETS)}")
@@ -271,7 +279,14 @@ def convert_dataset(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``semiseg3d convert``."""
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="raw format")
+    parser.add_argument(
+        "--dataset",
+        "--format",
+        dest="dataset",
+        required=True,
+        choices=sorted([*DATASETS, *ALIASES]),
+        help="raw format (la_raw = la-raw, own = custom)",
+    )
     parser.add_argument("--raw", required=True, type=Path, help="raw data folder or archive")
     parser.add_argument("--out", required=True, type=Path, help="output dataset folder")
     parser.add_argument(

@@ -3,6 +3,7 @@
 ::
 
     semiseg3d fetch --dataset la --out DIR [--source-dir DIR | --url-base URL] [--checksums FILE]
+    (--local is an alias of --source-dir)
 
 The LA release (spec 5.1) is the 100 ``mri_norm2.h5`` files of yulequan/UA-MT
 (``data/2018LA_Seg_Training Set/<ID>/mri_norm2.h5``) plus its ``data/train.list`` and
@@ -362,7 +363,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     src = parser.add_mutually_exclusive_group()
     src.add_argument(
-        "--source-dir", type=Path, help="copy from this local folder instead of downloading"
+        "--source-dir",
+        "--local",
+        dest="source_dir",
+        type=Path,
+        help="copy from this local folder instead of downloading (--local is an alias)",
     )
     src.add_argument("--url-base", help=f"URL of the release's data folder (default {LA_URL_BASE})")
     parser.add_argument(
