@@ -265,7 +265,7 @@ class _Run:
         loader_gen.set_state(ckpt["loader_generator"])
         self.checkpoint = None
 
-    def save(self, iteration: int, loader_gen: torch.Generator, last: dict[str, float]) -> None:
+    def save(self, iteration: int, loader_state: torch.Tensor, last: dict[str, float]) -> None:
         """Write the full state after ``iteration`` optimizer steps."""
         rng = capture_rng_state()
         rng["perturbation"] = self.noise_gen.get_state()
@@ -279,7 +279,7 @@ class _Run:
                 "scaler": self.precision.scaler.state_dict(),
                 "rng": rng,
                 "pgl_generator": self.pgl_gen.get_state(),
-                "loader_generator": loader_gen.get_state(),
+                "loader_generator": loader_state,
                 "logger": {"elapsed": self.feedback.elapsed, "last": dict(last)},
             },
         )
@@ -398,6 +398,9 @@ def train(
         loader_gen = loader.generator
         assert loader_gen is not None
         run.restore(loader_gen)
+        # The loader generator is saved as it is before this session's iterator draws the
+        # worker base seed, so an uninterrupted and a resumed run store the same state.
+        loader_state = loader_gen.get_state()
         if run.device.type == "cpu" and cfg.amp != "none":
             fb.info(f"amp '{cfg.amp}' ignored on CPU: training in float32")
         verb = f"resuming at iteration {run.start}" if run.start else "starting"
@@ -417,7 +420,7 @@ def train(
             result.history.append(last)
             fb.iteration(t - 1, last)
             if t % cfg.checkpoint_every == 0 or t == cfg.iterations:
-                run.save(t, loader_gen, last)
+                run.save(t, loader_state, last)
         result.seconds = fb.elapsed
         if t < cfg.iterations:
             fb.info(f"stopped after iteration {t} of {cfg.iterations} (testing hook)")
