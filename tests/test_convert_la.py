@@ -167,6 +167,18 @@ def test_truncated_file(
     assert not out.exists()
 
 
+def test_testing_set_beside_training_set_is_ignored(tmp_path: Path, fixtures_raw: Path) -> None:
+    raw = _copy_raw(fixtures_raw, tmp_path)
+    unlabeled = raw / "Testing Set" / "TESTCASE000000000001"
+    unlabeled.mkdir(parents=True)
+    shutil.copy(raw / "Training Set" / "FIXTURE0000000000002" / "lgemri.nrrd", unlabeled)
+    summary = convert_dataset("la-raw", raw, tmp_path / "out", log=None)
+    assert summary["cases"] == 2
+    # pointed at a folder that holds it, the unlabeled case is an error naming its label
+    with pytest.raises(InputError, match=f"{unlabeled / 'laendo.nrrd'}: label file missing"):
+        convert_dataset("la-raw", raw / "Testing Set", tmp_path / "out2", log=None)
+
+
 def test_empty_and_missing_folder(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()

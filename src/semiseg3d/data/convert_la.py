@@ -89,17 +89,29 @@ def _loader(image_path: Path, label_path: Path, opts: PreprocessOptions):
     return load
 
 
+def _training_roots(raw: Path) -> list[Path]:
+    """The training-set folders to search: ``raw`` itself when its name says "Training Set",
+    else the outermost folders below it whose name does (so the unlabeled challenge
+    "Testing Set" beside them is not read), else ``raw``."""
+    if "training set" in raw.name.lower():
+        return [raw]
+    found = sorted(p for p in raw.rglob("*") if p.is_dir() and "training set" in p.name.lower())
+    outer = [p for p in found if not any(q in p.parents for q in found)]
+    return outer or [raw]
+
+
 def discover(raw: Path, opts: PreprocessOptions, labels: Path | None = None) -> Discovery:
     """Find the LA cases under ``raw``: every folder holding ``lgemri.nrrd`` (searched
-    recursively); its name is the case id.
+    recursively, inside the "Training Set" folder when there is one); its name is the case id.
 
     Raises:
         InputError: no case found, a case without ``laendo.nrrd`` (naming the expected file),
             a ``laendo.nrrd`` without its image, the same case id twice.
     """
     del labels  # LA keeps the label beside the image
-    images = sorted(p for p in raw.rglob(IMAGE_NAME) if p.is_file())
-    label_files = sorted(p for p in raw.rglob(LABEL_NAME) if p.is_file())
+    roots = _training_roots(raw)
+    images = sorted(p for r in roots for p in r.rglob(IMAGE_NAME) if p.is_file())
+    label_files = sorted(p for r in roots for p in r.rglob(LABEL_NAME) if p.is_file())
     if not images and not label_files:
         raise InputError(f"{raw}: no LA cases found (no {IMAGE_NAME}); {SOURCE_HELP}")
     for lab in label_files:
