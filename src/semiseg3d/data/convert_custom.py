@@ -657,7 +657,8 @@ def make_lists(
             raise InputError(
                 "option 'split' = official: this dataset has no published split; use random or a file"
             )
-        lists = {k: [i for i in v if i in set(present)] for k, v in official.items()}
+        present_set = set(present)
+        lists = {k: [i for i in v if i in present_set] for k, v in official.items()}
         listed = {i for v in lists.values() for i in v}
         unlisted = [i for i in present if i not in listed]
         if unlisted:
