@@ -432,15 +432,17 @@ def _panel(
 ) -> None:
     ax.imshow(image.T, cmap="gray", origin="lower", interpolation="nearest")
     if mask is not None and mask.any():
+        from matplotlib.colors import ListedColormap
+
+        # ground truth filled green; predictions filled blue with the ground truth in red
+        colour = "#2ca02c" if gt is None else "#1f77ff"
         overlay = np.ma.masked_where(mask.T == 0, mask.T)
         ax.imshow(
             overlay,
-            cmap="autumn_r" if gt is not None else "autumn",
+            cmap=ListedColormap([colour]),
             alpha=0.45,
             origin="lower",
             interpolation="nearest",
-            vmin=0,
-            vmax=1,
         )
     ref = gt if gt is not None else mask
     if ref is not None and ref.any() and ref.min() != ref.max():
