@@ -17,8 +17,7 @@
 configfile: "params.yaml"
 
 
-# the software of every rule (used with --software-deployment-method conda)
-conda: "workflow/envs/semiseg3d.yaml"
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

@@ -32,7 +32,7 @@ OVERLAYS = [
     for p in workflow.overwrite_configfiles
     if os.path.abspath(p) != os.path.abspath(PARAMS_FILE)
 ]
-SOURCE = " + ".join([PARAMS_FILE, *OVERLAYS])
+SOURCE = ", ".join([PARAMS_FILE, *OVERLAYS])
 
 # -- validation: a bad key or value stops here, with one line naming it ------------------------
 try:
@@ -66,6 +66,7 @@ wildcard_constraints:
 
 
 # -- paths ------------------------------------------------------------------------------------
+RUNS_ROOT = "results/runs"
 PROCESSED = "data/processed/{dataset}"
 SPLIT = "data/splits/{dataset}/r{ratio}"
 RUN = "results/runs/{dataset}/{variant}/r{ratio}/s{seed}"
@@ -112,23 +113,27 @@ def overlay_args(wildcards):
 
 
 def fetch_args(wildcards):
-    """``--local DIR`` when data.<dataset>.local is set (else the fetch downloads)."""
+    """``--source-dir DIR`` when data.<dataset>.local is set (else the fetch downloads)."""
     local = data_entry(wildcards).get("local")
-    return f"--local {shlex.quote(str(local))}" if local else ""
+    return f"--source-dir {shlex.quote(str(local))}" if local else ""
 
 
 def convert_args(wildcards):
-    """``--format F --raw DIR [--seed S] [--set KEY=VALUE ...]`` from data.<dataset>."""
+    """``--dataset FORMAT --raw DIR [--labels DIR] [--seed S] [--set KEY=VALUE ...]``.
+
+    ``raw: null`` means data/raw/<dataset>: when that is missing too, the converter's error
+    says where the data is officially obtained and how its folder is laid out.
+    """
     entry = data_entry(wildcards)
-    args = [f"--format {entry['format']}"]
-    if entry.get("raw"):
-        args.append(f"--raw {shlex.quote(str(entry['raw']))}")
+    raw = entry.get("raw") or f"data/raw/{wildcards.dataset}"
+    args = [f"--dataset {entry['format']}", f"--raw {shlex.quote(str(raw))}"]
+    if entry.get("labels"):
+        args.append(f"--labels {shlex.quote(str(entry['labels']))}")
     if "seed" in entry:
         args.append(f"--seed {entry['seed']}")
     for key, value in (entry.get("options") or {}).items():
-        args.append(
-            "--set " + shlex.quote(f"{key}={json.dumps(value, separators=(',', ':'))}")
-        )
+        setting = f"{key}={json.dumps(value, separators=(',', ':'))}"
+        args.append(f"--set {shlex.quote(setting)}")
     return " ".join(args)
 
 
@@ -142,8 +147,8 @@ def synth_args(wildcards):
     if "test" in synth:
         args.append(f"--test {synth['test']}")
     if "shape" in synth:
-        args.append("--shape " + " ".join(str(v) for v in synth["shape"]))
+        args.append(f"--shape {' '.join(str(v) for v in synth['shape'])}")
     if "spacing" in synth:
-        args.append("--spacing " + " ".join(str(v) for v in synth["spacing"]))
+        args.append(f"--spacing {' '.join(str(v) for v in synth['spacing'])}")
     args.append(f"--seed {entry.get('seed', 0)}")
     return " ".join(args)

@@ -12,6 +12,8 @@ rule fetch:
         f"{LOGS}/data/{{dataset}}.log",
     wildcard_constraints:
         dataset=_names_with_source("fetch"),
+    conda:
+        "../envs/semiseg3d.yaml"
     params:
         local=lambda w: fetch_args(w),
     shell:
@@ -27,6 +29,8 @@ rule convert:
         f"{LOGS}/data/{{dataset}}.log",
     wildcard_constraints:
         dataset=_names_with_source("convert"),
+    conda:
+        "../envs/semiseg3d.yaml"
     params:
         args=lambda w: convert_args(w),
     shell:
@@ -41,6 +45,8 @@ rule synth:
         f"{LOGS}/data/{{dataset}}.log",
     wildcard_constraints:
         dataset=_names_with_source("synth"),
+    conda:
+        "../envs/semiseg3d.yaml"
     params:
         args=lambda w: synth_args(w),
     shell:
@@ -58,6 +64,8 @@ rule split:
         test=f"{SPLIT}/test.list",
     log:
         f"{LOGS}/split/{{dataset}}/r{{ratio}}.log",
+    conda:
+        "../envs/semiseg3d.yaml"
     params:
         how=split_how,
         out=lambda w, output: os.path.dirname(output.labeled),

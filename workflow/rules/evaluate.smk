@@ -12,13 +12,21 @@ rule test_run:
         data=PROCESSED,
         test=f"{SPLIT}/test.list",
     output:
-        metrics=f"{RUN}/metrics.csv",
+        metrics=report(
+            f"{RUN}/metrics.csv",
+            caption="../report/metrics.rst",
+            category="Run metrics",
+            subcategory="{dataset}",
+            labels={"variant": "{variant}", "ratio": "{ratio}", "seed": "{seed}"},
+        ),
         predictions=directory(f"{RUN}/predictions"),
         summary="results/metrics/{dataset}/{variant}/r{ratio}/s{seed}.csv",
     log:
         f"{LOGS}/test/{{dataset}}/{{variant}}/r{{ratio}}/s{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/test/{{dataset}}/{{variant}}/r{{ratio}}/s{{seed}}.tsv"
+    conda:
+        "../envs/semiseg3d.yaml"
     threads: 4
     resources:
         gpu=1,

@@ -12,6 +12,8 @@ rule run_config:
         config=RUN_CONFIG,
     log:
         f"{LOGS}/run_config/{{dataset}}/{{variant}}/r{{ratio}}/s{{seed}}.log",
+    conda:
+        "../envs/semiseg3d.yaml"
     params:
         # the resolved settings: when they change, this config (and the run) is redone
         settings=run_settings,
@@ -42,6 +44,8 @@ rule train_run:
         f"{LOGS}/train/{{dataset}}/{{variant}}/r{{ratio}}/s{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/train/{{dataset}}/{{variant}}/r{{ratio}}/s{{seed}}.tsv"
+    conda:
+        "../envs/semiseg3d.yaml"
     threads: 4
     resources:
         gpu=1,

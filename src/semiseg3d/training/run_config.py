@@ -222,11 +222,39 @@ def check_params(params: Mapping[str, Any], source: str = "params.yaml") -> None
                 raise InputError(f"{source}: {where}: variant '{v}' is not defined under variants")
     points = _raw_points(params)
     for ds in sorted({k.dataset for k in points}):
+        _check_data_entry(data[ds], ds, source)
         _check_settings(dataset_settings(params, ds), ds, f"{source}: train.{ds}")
         for v in sorted({k.variant for k in points if k.dataset == ds}):
             _check_settings(
                 variant_settings(params, ds, v), ds, f"{source}: train.{ds} with variants.{v}"
             )
+
+
+def _check_data_entry(entry: Mapping[str, Any], dataset: str, source: str) -> None:
+    """Check converter options and synthetic-data sizes with their own modules' rules."""
+    where = f"{source}: data.{dataset}"
+    try:
+        if entry.get("source") == "convert":
+            from semiseg3d.data.convert import default_options
+            from semiseg3d.data.convert_custom import load_options
+
+            options = dict(entry.get("options") or {})
+            if "seed" in entry:
+                options["seed"] = entry["seed"]
+            load_options(None, options, default_options(entry["format"]))
+        elif entry.get("source") == "synth":
+            from semiseg3d.data.synthetic import SynthParams
+
+            synth = entry.get("synth") or {}
+            SynthParams(
+                n_train=synth.get("cases", 16),
+                n_test=synth.get("test", 4),
+                shape=tuple(synth.get("shape", (48, 48, 32))),
+                seed=entry.get("seed", 0),
+                spacing=tuple(synth.get("spacing", (1.0, 1.0, 1.0))),
+            )
+    except InputError as exc:
+        raise InputError(f"{where}: {str(exc).removeprefix('--set: ')}") from exc
 
 
 def _check_settings(settings: Mapping[str, Any], dataset: str, where: str) -> None:
