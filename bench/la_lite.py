@@ -29,6 +29,9 @@ Usage::
 
     python bench/la_lite.py --measure 3             # seconds per iteration of both methods
     nohup python bench/la_lite.py --iterations 200 > /work/bench-logs/la_lite.log 2>&1 &
+    # or each method in its own process (both append their row to the same CSV):
+    nohup python bench/la_lite.py --methods full > /work/bench-logs/la_lite_full.log 2>&1 &
+    nohup python bench/la_lite.py --methods suponly > /work/bench-logs/la_lite_suponly.log 2>&1 &
 
 Run folders go to ``--work`` (default ``results/bench/la_lite``, not versioned); a finished
 run is not trained again (``model_final.pt`` exists), so the script can be restarted.
@@ -171,10 +174,16 @@ def _recorded_seconds(out: Path) -> float:
 
 
 def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write the bench table (atomically)."""
+    """Write the bench table atomically, keeping the rows of other methods already in it
+    (so the two methods can run as two processes)."""
     from semiseg3d.io.atomic import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    mine = {row["method"] for row in rows}
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as f:
+            kept = [r for r in csv.DictReader(f) if r.get("method") not in mine]
+        rows = sorted([*kept, *rows], key=lambda r: ("full", "suponly").index(r["method"]))
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
