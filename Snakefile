@@ -27,12 +27,15 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# targets and tiny bookkeeping jobs run in the Snakemake process, never as cluster jobs
 localrules:
     all,
     data,
     train,
     evaluate,
     report,
+    run_config,
+    split,
 
 
 rule all:
