@@ -163,4 +163,5 @@ def test_nonfinite_term_stops_paper_run_and_keeps_last_good_checkpoint(
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["iteration"] == 2  # the bad state was not saved
     assert not (out / "model_final.pt").exists()
+    assert "error: non-finite loss term 'sup_dice_b'" in (out / "train.log").read_text()
     assert trainer_mod.STOP_AFTER_ENV == "SEMISEG3D_STOP_AFTER"

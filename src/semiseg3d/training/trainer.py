@@ -46,7 +46,7 @@ from semiseg3d.data.dataset import VolumeDataset, make_loader
 from semiseg3d.data.sampler import TwoStreamBatchSampler
 from semiseg3d.data.transforms import gaussian_perturbation
 from semiseg3d.data.volumes import read_list
-from semiseg3d.errors import InputError, TrainingError
+from semiseg3d.errors import InputError, Semiseg3dError, TrainingError
 from semiseg3d.io.atomic import write_text_atomic
 from semiseg3d.models import DualNet, VNet
 from semiseg3d.training.checkpoint import (
@@ -414,7 +414,11 @@ def train(
         for batch in loader:
             if stop is not None and t >= stop:
                 break
-            last = run.step(t, batch)
+            try:
+                last = run.step(t, batch)
+            except Semiseg3dError as exc:
+                fb.logger.error(f"error: {exc}")
+                raise
             t += 1
             result.iteration = t
             result.history.append(last)
