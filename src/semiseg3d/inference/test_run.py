@@ -75,11 +75,16 @@ def load_trained(run_dir: str | Path) -> tuple[TrainConfig, dict[str, nn.Module]
     return cfg, nets
 
 
-def _members(cfg: TrainConfig, nets: dict[str, nn.Module]) -> list[nn.Module]:
+def _members(cfg: TrainConfig, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:
+    choice = subnet or cfg.eval_subnet
+    if choice not in ("both", "a", "b"):
+        raise InputError(f"--subnet must be one of both, a, b; got {choice!r}")
     if cfg.method == "suponly":
+        if subnet == "a":
+            raise InputError("--subnet a: a SupOnly run has only the V-Net (subnet b)")
         return [nets["vnet"]]
     return {"both": [nets["resnet"], nets["vnet"]], "a": [nets["resnet"]], "b": [nets["vnet"]]}[
-        cfg.eval_subnet
+        choice
     ]
 
 
@@ -90,6 +95,9 @@ def test_run(
     list_file: str | Path | None = None,
     batch_size: int = 4,
     device: str | torch.device | None = None,
+    subnet: str | None = None,
+    out_name: str = METRICS_NAME,
+    predictions_name: str = PREDICTIONS_NAME,
     verbose: bool = True,
 ) -> pd.DataFrame:
     """Predict and score the test cases of a finished run; write predictions and metrics.
@@ -100,6 +108,9 @@ def test_run(
         list_file: case list (default: the run's ``test_list``, else ``<data>/test.list``).
         batch_size: windows per forward pass.
         device: default CUDA when available (unless the run says ``device: cpu``), else CPU.
+        subnet: ``both`` / ``a`` / ``b`` instead of the run's ``eval_subnet``.
+        out_name: file name of the metrics table in ``run_dir``.
+        predictions_name: folder name of the predictions in ``run_dir``.
         verbose: print one line per case.
 
     Returns:
@@ -130,7 +141,7 @@ def test_run(
     amp = None
     if dev.type == "cuda" and cfg.amp != "none":
         amp = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
-    members = _members(cfg, nets)
+    members = _members(cfg, nets, subnet)
     for net in members:
         net.to(dev)
         if cfg.channels_last and dev.type == "cuda":
@@ -138,7 +149,7 @@ def test_run(
     prob_fn = softmax_ensemble(members)
     dataset = VolumeDataset(data, ids, cfg.patch, downsample=cfg.downsample, with_label=True)
     rows = []
-    with atomic_dir(run / PREDICTIONS_NAME) as pred_dir:
+    with atomic_dir(run / predictions_name) as pred_dir:
         for index, case_id in enumerate(ids):
             t0 = time.monotonic()
             vol = dataset.volume(index)
@@ -165,9 +176,9 @@ def test_run(
                     flush=True,
                 )
     table = metrics_table(rows)
-    write_metrics_csv(table, run / METRICS_NAME)
+    write_metrics_csv(table, run / out_name)
     if verbose:
-        print(f"{summary_line(table)} -> {run / METRICS_NAME}")
+        print(f"{summary_line(table)} -> {run / out_name}")
     return table
 
 
@@ -179,9 +190,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=4, metavar="N", help="windows per forward pass"
     )
+    parser.add_argument(
+        "--subnet",
+        choices=("both", "a", "b"),
+        help="evaluate both subnets' mean softmax, Subnet A or Subnet B (default: the run's "
+        "eval_subnet); with a or b the outputs are metrics_<a|b>.csv and predictions_<a|b>/",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     """Run ``semiseg3d test``; returns 0."""
-    test_run(args.run, data_dir=args.data, list_file=args.list, batch_size=args.batch_size)
+    names = {}
+    if args.subnet in ("a", "b"):
+        names = {
+            "out_name": f"metrics_{args.subnet}.csv",
+            "predictions_name": f"{PREDICTIONS_NAME}_{args.subnet}",
+        }
+    test_run(
+        args.run,
+        data_dir=args.data,
+        list_file=args.list,
+        batch_size=args.batch_size,
+        subnet=args.subnet,
+        **names,
+    )
     return 0
