@@ -117,6 +117,14 @@ def test_train_and_test_commands_write_the_run_folder(
     )
     assert table["dice"].between(0, 1).all()
 
+    # one subnet alone: separate outputs, the ensemble's files untouched
+    assert cli_main(["test", "--run", str(run), "--subnet", "a"]) == 0
+    assert (run / "metrics_a.csv").is_file()
+    assert sorted(p.name for p in (run / "predictions_a").iterdir()) == [
+        f"{c}.nii.gz" for c in test_ids
+    ]
+    assert pd.read_csv(run / "metrics.csv").equals(table)
+
     # errors are one line and exit 2
     assert cli_main(["test", "--run", str(tmp_path / "nothing")]) == 2
     assert "model_final.pt: final model not found" in capsys.readouterr().err
