@@ -20,9 +20,17 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]'
 export PATH="$PWD/.venv/bin:$PATH"
 
-# Bring up the local SLURM cluster (idempotent); tests that need it skip when it is absent.
+# Bring up the local one-node SLURM cluster (idempotent); tests that need it skip when it
+# is absent. A cluster this script started is stopped again when the tests end.
+started_slurm=0
 if [ "$(id -u)" = 0 ] && command -v slurmctld >/dev/null; then
+  if ! sinfo -h >/dev/null 2>&1; then started_slurm=1; fi
   bash workflow/profiles/slurm-ci/start-cluster.sh || echo "warning: local SLURM did not start; SLURM tests will skip" >&2
 fi
 
-exec python -m pytest "$@"
+status=0
+python -m pytest "$@" || status=$?
+if [ "$started_slurm" = 1 ]; then
+  bash workflow/profiles/slurm-ci/stop-cluster.sh >/dev/null || true
+fi
+exit "$status"

@@ -5,6 +5,7 @@ reruns train, evaluate and report but not data."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -77,7 +78,9 @@ def test_dvc_repro_reruns_training_not_data(root: Path, tmp_path: Path) -> None:
     params["train"]["synthetic"]["iterations"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     status = _run(repo, dvc, "status")
-    assert "train.synthetic.iterations" in status
+    assert re.search(r"^train:", status, flags=re.M)  # the stage whose params section changed
+    assert re.search(r"modified:\s+train$", status, flags=re.M)
+    assert not re.search(r"^data:", status, flags=re.M)
     third = _run(repo, dvc, "repro")
     assert "Stage 'data' didn't change, skipping" in third
     for stage in ("train", "evaluate", "report"):

@@ -1,0 +1,89 @@
+"""The demo's training jobs through SLURM: `snakemake --executor slurm` (the slurm-ci profile)
+on the local one-node cluster that scripts/run-tests.sh starts
+(workflow/profiles/slurm-ci/start-cluster.sh)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from test_pipeline_dag import copy_workflow, tool, tool_env
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+#: the demo overlay cut down to two cheap training runs (method and SupOnly, 2 iterations)
+TINY = {
+    "data": {"synthetic": {"synth": {"cases": 6, "test": 2, "shape": [32, 32, 16]}}},
+    "train": {
+        "synthetic": {
+            "iterations": 2,
+            "lr_steps": [1],
+            "patch": [16, 16, 16],
+            "stride": [16, 16, 16],
+            "checkpoint_every": 1,
+        }
+    },
+    "grid": {
+        "seeds": [1337],
+        "datasets": ["synthetic"],
+        "experiments": [{"name": "tiny", "ratios": [50], "variants": ["full", "suponly"]}],
+    },
+}
+
+
+def _cluster_ready() -> str | None:
+    """None when a SLURM node takes jobs, else why the test cannot run."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "SLURM client commands (sinfo, sbatch) not found; scripts/run-tests.sh installs them as root"
+    proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    states = proc.stdout.split()
+    if proc.returncode != 0 or not states:
+        return f"SLURM controller not reachable (sinfo: {proc.stderr.strip() or 'no nodes'}); start it with workflow/profiles/slurm-ci/start-cluster.sh"
+    if not any(s.rstrip("*~#") in ("idle", "mix", "alloc", "comp") for s in states):
+        return f"no SLURM node ready (states {states})"
+    return None
+
+
+def test_demo_training_runs_as_slurm_jobs(root: Path, tmp_path: Path) -> None:
+    reason = _cluster_ready()
+    if reason:
+        pytest.skip(reason)
+    repo = copy_workflow(root, tmp_path)
+    (repo / "tiny.yaml").write_text(yaml.safe_dump(TINY), encoding="utf-8")
+    cmd = [tool("snakemake"), "train", "--profile", "workflow/profiles/slurm-ci"]
+    cmd += ["--configfile", "config/demo.yaml", "tiny.yaml"]
+    proc = subprocess.run(
+        cmd, cwd=repo, env=tool_env(), capture_output=True, text=True, timeout=900
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+
+    job_ids = {}
+    for variant in ("full", "suponly"):
+        run = repo / f"results/runs/synthetic/{variant}/r50/s1337"
+        assert (run / "model_final.pt").is_file()
+        log = (repo / f"results/logs/train/synthetic/{variant}/r50/s1337.log").read_text()
+        found = re.search(r"slurm_job_id=(\d+)", log)
+        assert found, f"{variant}: the train log records no SLURM job id:\n{log[:500]}"
+        job_ids[variant] = found.group(1)
+        # the rule's gpu=1 became --gpus=1: SLURM gave the job the (fake) GPU 0
+        assert "cuda_visible_devices=0" in log
+    assert len(set(job_ids.values())) == 2
+
+    # the controller still lists the finished jobs (MinJobAge 300 s), completed
+    proc = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%i %T %j", "-j", ",".join(job_ids.values())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    states = dict(line.split()[:2] for line in proc.stdout.splitlines() if line.strip())
+    assert set(states) == set(job_ids.values()), proc.stdout + proc.stderr
+    assert set(states.values()) == {"COMPLETED"}
+    # the executor's own per-job logs (kept by the profile) name the train rule
+    slurm_logs = list((repo / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert any("train_run" in str(p) for p in slurm_logs)
