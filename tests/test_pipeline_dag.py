@@ -160,10 +160,10 @@ def test_dvc_stages_match_snakefile_targets_and_params(root: Path) -> None:
             produced = any(
                 path == next(iter(o)) if isinstance(o, dict) else path == o
                 for s in stages.values()
-                for o in s.get("outs", [])
+                for o in s.get("outs", []) + s.get("metrics", []) + s.get("plots", [])
             )
             assert produced or (root / path).exists(), f"{name}: dep {path} does not exist"
-        for out in stage.get("outs", []) + stage.get("plots", []):
+        for out in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
             options = next(iter(out.values())) if isinstance(out, dict) else {}
             assert options.get("persist") is True, f"{name}: {out} is not persist: true"
     used = [p for s in stages.values() for p in s.get("params", [])]

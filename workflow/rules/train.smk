@@ -20,11 +20,12 @@ rule run_config:
         overlays=overlay_args,
         params_file=PARAMS_FILE,
         split=lambda w, input: os.path.dirname(input.labeled),
+        data=lambda w: PROCESSED.format(dataset=w.dataset),
     shell:
         "semiseg3d run-config --params {params.params_file} {params.overlays} "
         "--dataset {wildcards.dataset} --ratio {wildcards.ratio} "
         "--variant {wildcards.variant} --seed {wildcards.seed} "
-        "--data-dir data/processed/{wildcards.dataset} --split {params.split} "
+        "--data-dir {params.data} --split {params.split} "
         "--out {output.config} > {log} 2>&1"
 
 

@@ -186,9 +186,8 @@ def validate_params(
     schema_path = Path(schema) if schema is not None else default_schema_path()
     schema_doc = read_yaml(schema_path)
     validator = jsonschema.Draft202012Validator(schema_doc)
-    errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), e.path))
-    if errors:
-        best = jsonschema.exceptions.best_match(errors)
+    best = jsonschema.exceptions.best_match(validator.iter_errors(params))
+    if best is not None:
         raise InputError(f"{source}: {_schema_message(best)}")
     check_params(params, source)
 
