@@ -23,17 +23,26 @@ WORKFLOW_FILES = ("Snakefile", "params.yaml", "dvc.yaml", ".dvcignore")
 WORKFLOW_DIRS = ("workflow", "config")
 
 
-def tool(name: str) -> str:
+def tool(name: str, *, required: bool = True) -> str:
+    """Path of a command-line tool: beside this interpreter (the venv) or on PATH.
+
+    A missing project dependency (snakemake, dvc, snakefmt) fails the test; a missing
+    system tool that is not required (git) skips it.
+    """
     exe = Path(sys.executable).with_name(name)
     if exe.exists():
         return str(exe)
     found = shutil.which(name)
     if not found:
-        pytest.skip(f"{name} is not installed")
+        message = f"{name} is not installed"
+        if required:
+            pytest.fail(f"{message} (pip install -e '.[test]' installs it)")
+        pytest.skip(message)
     return found
 
 
 def tool_env() -> dict[str, str]:
+    """This environment with the interpreter's folder (the venv's bin) first on PATH."""
     return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
 

@@ -55,7 +55,7 @@ def test_dvc_repro_reruns_training_not_data(root: Path, tmp_path: Path) -> None:
     params = deep_merge(load_params(root / "params.yaml", [root / "config" / "demo.yaml"]), TINY)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     dvc = tool("dvc")
-    _run(repo, "git", "init", "-q")
+    _run(repo, tool("git", required=False), "init", "-q")
     _run(repo, dvc, "init", "-q")
 
     first = _run(repo, dvc, "repro")
