@@ -48,7 +48,7 @@ def test_demo_dag_end_to_end(root: Path, tmp_path: Path) -> None:
         for case in test_ids:
             assert 0.0 <= float(rows[case]["dice"]) <= 1.0
         assert sorted(
-            p.stem.removesuffix(".nii") for p in (folder / "predictions").iterdir()
+            p.name.removesuffix(".nii.gz") for p in (folder / "predictions").glob("*.nii.gz")
         ) == sorted(test_ids)
         # the summary rows as YAML (the DVC evaluate stage's metrics)
         summary = repo / "results/metrics" / dataset / variant / ratio / f"{seed}.yaml"
