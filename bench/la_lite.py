@@ -33,7 +33,8 @@ Usage::
     nohup python bench/la_lite.py --methods full > /work/bench-logs/la_lite_full.log 2>&1 &
     nohup python bench/la_lite.py --methods suponly > /work/bench-logs/la_lite_suponly.log 2>&1 &
 
-Run folders go to ``--work`` (default ``results/bench/la_lite``, not versioned); a finished
+Run folders go to ``--work``/``<method>_it<iterations>`` (default ``results/bench/la_lite``,
+not versioned); a finished
 run is not trained again (``model_final.pt`` exists), so the script can be restarted.
 """
 
@@ -141,7 +142,7 @@ def _iteration_times(log: Path) -> list[float]:
 def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
     """Train and test one method; return its CSV row."""
     cfg = bench_config(method, args, args.iterations)
-    out = Path(args.work) / method
+    out = Path(args.work) / f"{method}_it{args.iterations}"
     t0 = time.monotonic()
     result = train(cfg, out, progress=False)
     train_seconds = result.seconds if not result.skipped else float("nan")
@@ -174,16 +175,19 @@ def _recorded_seconds(out: Path) -> float:
 
 
 def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write the bench table atomically, keeping the rows of other methods already in it
-    (so the two methods can run as two processes)."""
+    """Write the bench table atomically, keeping the rows of other (method, iterations)
+    pairs already in it (so the two methods, and several budgets, can share one table)."""
     from semiseg3d.io.atomic import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    mine = {row["method"] for row in rows}
+    mine = {(row["method"], str(row["iterations"])) for row in rows}
     if path.is_file():
         with path.open(newline="", encoding="utf-8") as f:
-            kept = [r for r in csv.DictReader(f) if r.get("method") not in mine]
-        rows = sorted([*kept, *rows], key=lambda r: ("full", "suponly").index(r["method"]))
+            kept = [r for r in csv.DictReader(f) if (r["method"], r["iterations"]) not in mine]
+        rows = sorted(
+            [*kept, *rows],
+            key=lambda r: (int(r["iterations"]), ("full", "suponly").index(r["method"])),
+        )
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
