@@ -34,8 +34,8 @@ Usage::
     nohup python bench/la_lite.py --methods suponly > /work/bench-logs/la_lite_suponly.log 2>&1 &
 
 Run folders go to ``--work``/``<method>_it<iterations>`` (default ``results/bench/la_lite``,
-not versioned); a finished
-run is not trained again (``model_final.pt`` exists), so the script can be restarted.
+not versioned); a finished run is not trained again (``model_final.pt`` exists), so the
+script can be restarted.
 """
 
 from __future__ import annotations
