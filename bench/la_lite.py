@@ -55,7 +55,7 @@ import torch
 
 from semiseg3d.inference.test_run import test_run
 from semiseg3d.paths import repo_root, shared_dir
-from semiseg3d.training.config import TrainConfig, config_from_mapping
+from semiseg3d.training.config import TrainConfig, config_from_mapping, parse_overrides
 from semiseg3d.training.trainer import train
 
 COLUMNS = (
@@ -103,9 +103,11 @@ def bench_config(method: str, args: argparse.Namespace, iterations: int) -> Trai
         "num_workers": args.num_workers,
         "checkpoint_every": max(1, min(iterations, args.checkpoint_every)),
         "device": "auto",
-        "extra": {"variant": method, "bench": "la_lite"},
+        "extra": {"variant": args.name or method, "bench": "la_lite"},
         **scaled_schedule(iterations),
     }
+    if method == "full":
+        mapping.update(parse_overrides(args.overrides))
     return config_from_mapping(mapping, f"bench/la_lite.py ({method})")
 
 
@@ -142,7 +144,8 @@ def _iteration_times(log: Path) -> list[float]:
 def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
     """Train and test one method; return its CSV row."""
     cfg = bench_config(method, args, args.iterations)
-    out = Path(args.work) / f"{method}_it{args.iterations}"
+    label = args.name if method == "full" and args.name else method
+    out = Path(args.work) / f"{label}_it{args.iterations}"
     t0 = time.monotonic()
     result = train(cfg, out, progress=False)
     train_seconds = result.seconds if not result.skipped else float("nan")
@@ -154,7 +157,7 @@ def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
     if result.skipped:  # resumed bench: take the time recorded in the checkpoint log
         train_seconds = _recorded_seconds(out)
     return {
-        "method": method,
+        "method": label,
         "labeled": args.labeled,
         "iterations": args.iterations,
         "dice": round(float(mean["dice"]), 4),
@@ -185,8 +188,7 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
         with path.open(newline="", encoding="utf-8") as f:
             kept = [r for r in csv.DictReader(f) if (r["method"], r["iterations"]) not in mine]
         rows = sorted(
-            [*kept, *rows],
-            key=lambda r: (int(r["iterations"]), ("full", "suponly").index(r["method"])),
+            [*kept, *rows], key=lambda r: (int(r["iterations"]), r["method"] != "full", r["method"])
         )
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -211,6 +213,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=2, help="sliding-window batch")
     p.add_argument("--methods", nargs="+", default=["suponly", "full"], choices=["full", "suponly"])
     p.add_argument("--measure", type=int, default=0, help="only time K iterations per method")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="diagnostics: override a config key of the 'full' run (e.g. use_cps=false)",
+    )
+    p.add_argument("--name", default="", help="diagnostics: method name of the overridden full run")
     return p.parse_args(argv)
 
 
