@@ -113,9 +113,13 @@ def overlay_args(wildcards):
 
 
 def fetch_args(wildcards):
-    """``--source-dir DIR`` when data.<dataset>.local is set (else the fetch downloads)."""
+    """``--dataset la [--source-dir DIR]``: the LA release (the one `fetch` knows), copied
+    from data.<dataset>.local when that is set, else downloaded; any dataset name may use it.
+    """
     local = data_entry(wildcards).get("local")
-    return f"--source-dir {shlex.quote(str(local))}" if local else ""
+    return "--dataset la" + (
+        f" --source-dir {shlex.quote(str(local))}" if local else ""
+    )
 
 
 def convert_args(wildcards):

@@ -15,10 +15,9 @@ rule fetch:
     conda:
         "../envs/semiseg3d.yaml"
     params:
-        local=lambda w: fetch_args(w),
+        args=fetch_args,
     shell:
-        "semiseg3d fetch --dataset {wildcards.dataset} --out {output.data} {params.local} "
-        "> {log} 2>&1"
+        "semiseg3d fetch {params.args} --out {output.data} > {log} 2>&1"
 
 
 rule convert:
@@ -32,7 +31,7 @@ rule convert:
     conda:
         "../envs/semiseg3d.yaml"
     params:
-        args=lambda w: convert_args(w),
+        args=convert_args,
     shell:
         "semiseg3d convert {params.args} --out {output.data} > {log} 2>&1"
 
@@ -48,7 +47,7 @@ rule synth:
     conda:
         "../envs/semiseg3d.yaml"
     params:
-        args=lambda w: synth_args(w),
+        args=synth_args,
     shell:
         "semiseg3d synth --out {output.data} {params.args} > {log} 2>&1"
 
