@@ -6,7 +6,7 @@
 #   report    tables, figures and the HTML bundle -> reports/
 #
 # Parameters: params.yaml (+ overlays given with --configfile), checked against
-# workflow/schemas/params.schema.yaml before anything runs. Every key: docs/params.md.
+# workflow/schemas/params.schema.yaml before anything runs. Every key: README.md, "params.yaml reference".
 # How-tos (demo, dvc repro, SLURM, LA at reduced scale): docs/pipeline.md.
 #
 #   snakemake --cores all --resources gpu=1                      # the paper grid

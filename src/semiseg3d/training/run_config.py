@@ -1,6 +1,6 @@
 """From ``params.yaml`` to the training config of one grid point.
 
-``params.yaml`` (the pipeline's one parameter file, see ``docs/params.md``) holds per-dataset
+``params.yaml`` (the pipeline's one parameter file, see the README) holds per-dataset
 settings and an experiment grid. This module reads it (with optional overlays, merged the
 way Snakemake merges ``--configfile`` overlays), checks it against
 ``workflow/schemas/params.schema.yaml`` plus the cross-references a schema cannot express,
