@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from semiseg3d.models.blocks import check_spatial_shape, init_weights
-from semiseg3d.models.vnet import Features, VNetDecoder
+from semiseg3d.models.blocks import init_weights
+from semiseg3d.models.vnet import EncoderDecoder, Features, VNetDecoder
 
 __all__ = ["BasicBlock", "ResNet34Encoder", "ResNet34EncDec"]
 
@@ -88,7 +88,7 @@ class ResNet34Encoder(nn.Module):
         return [x1, x2, x3, x4, x5]
 
 
-class ResNet34EncDec(nn.Module):
+class ResNet34EncDec(EncoderDecoder):
     """Subnet A: ResNet-34 encoder + V-Net decoder, 17,930,354 parameters with the defaults.
 
     Args:
@@ -109,22 +109,3 @@ class ResNet34EncDec(nn.Module):
         self.encoder = ResNet34Encoder(in_channels, n_filters)
         self.decoder = VNetDecoder(n_classes, n_filters, has_dropout)
         init_weights(self)
-
-    def encode(self, x: torch.Tensor) -> Features:
-        """Encoder features [x1..x5]; the bottleneck x5 is (B, 16 n_filters, X/16, Y/16, Z/16)."""
-        check_spatial_shape(x.shape)
-        return self.encoder(x)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Segment ``x``.
-
-        Args:
-            x: (B, in_channels, X, Y, Z) with X, Y, Z multiples of 16.
-
-        Returns:
-            (logits (B, n_classes, X, Y, Z), features (B, n_filters, X, Y, Z)).
-
-        Raises:
-            InputError: when ``x`` is not 5-D or a spatial axis is not a multiple of 16.
-        """
-        return self.decoder(self.encode(x))

@@ -19,7 +19,7 @@ from semiseg3d.models.blocks import (
     out_conv,
 )
 
-__all__ = ["VNetEncoder", "VNetDecoder", "VNet"]
+__all__ = ["VNetEncoder", "VNetDecoder", "EncoderDecoder", "VNet"]
 
 Features = list[torch.Tensor]
 
@@ -107,7 +107,33 @@ class VNetDecoder(nn.Module):
         return self.out_conv(x9), x9
 
 
-class VNet(nn.Module):
+class EncoderDecoder(nn.Module):
+    """An encoder returning [x1..x5] and the shared V-Net decoder; subclasses set both."""
+
+    encoder: nn.Module
+    decoder: VNetDecoder
+
+    def encode(self, x: torch.Tensor) -> Features:
+        """Encoder features [x1..x5]; the bottleneck x5 is (B, 16 n_filters, X/16, Y/16, Z/16)."""
+        check_spatial_shape(x.shape)
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Segment ``x``.
+
+        Args:
+            x: (B, in_channels, X, Y, Z) with X, Y, Z multiples of 16.
+
+        Returns:
+            (logits (B, n_classes, X, Y, Z), features (B, n_filters, X, Y, Z)).
+
+        Raises:
+            InputError: when ``x`` is not 5-D or a spatial axis is not a multiple of 16.
+        """
+        return self.decoder(self.encode(x))
+
+
+class VNet(EncoderDecoder):
     """Subnet B: V-Net, 9,448,866 parameters with the defaults.
 
     Args:
@@ -128,22 +154,3 @@ class VNet(nn.Module):
         self.encoder = VNetEncoder(in_channels, n_filters, has_dropout)
         self.decoder = VNetDecoder(n_classes, n_filters, has_dropout)
         init_weights(self)
-
-    def encode(self, x: torch.Tensor) -> Features:
-        """Encoder features [x1..x5]; the bottleneck x5 is (B, 16 n_filters, X/16, Y/16, Z/16)."""
-        check_spatial_shape(x.shape)
-        return self.encoder(x)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Segment ``x``.
-
-        Args:
-            x: (B, in_channels, X, Y, Z) with X, Y, Z multiples of 16.
-
-        Returns:
-            (logits (B, n_classes, X, Y, Z), features (B, n_filters, X, Y, Z)).
-
-        Raises:
-            InputError: when ``x`` is not 5-D or a spatial axis is not a multiple of 16.
-        """
-        return self.decoder(self.encode(x))
