@@ -21,10 +21,13 @@ import os
 import re
 from pathlib import Path
 
-import SimpleITK as sitk
-
-from semiseg3d.data.convert_custom import CaseSource, Discovery, PreprocessOptions, make_lists
-from semiseg3d.data.geometry import grid_difference, label_onto_grid, read_image
+from semiseg3d.data.convert_custom import (
+    CaseSource,
+    Discovery,
+    PreprocessOptions,
+    make_lists,
+    pair_loader,
+)
 from semiseg3d.data.splits_official import brats_lists
 from semiseg3d.errors import InputError
 
@@ -64,20 +67,6 @@ def default_options() -> PreprocessOptions:
         align_label="strict",
         split="official",
     )
-
-
-def _loader(flair: Path, seg: Path, opts: PreprocessOptions):
-    def load() -> tuple[sitk.Image, sitk.Image]:
-        image = read_image(flair)
-        label = read_image(seg)
-        diff = grid_difference(image, label)
-        if diff is not None:
-            if opts.align_label == "strict":
-                raise InputError(f"{seg}: segmentation grid differs from {flair.name} ({diff})")
-            label = label_onto_grid(label, image, seg)
-        return image, label
-
-    return load
 
 
 def discover(raw: Path, opts: PreprocessOptions, labels: Path | None = None) -> Discovery:
@@ -124,7 +113,7 @@ def discover(raw: Path, opts: PreprocessOptions, labels: Path | None = None) -> 
         if case_id in opts.exclude:
             continue
         flair, seg = members["flair"][0][1], members["seg"][0][1]
-        cases.append(CaseSource(case_id, _loader(flair, seg, opts), str(flair), str(seg)))
+        cases.append(CaseSource(case_id, pair_loader(flair, seg, opts), str(flair), str(seg)))
     if not found:
         raise InputError(f"{raw}: no BraTS case folders found; {SOURCE_HELP}")
     if not cases:

@@ -72,6 +72,7 @@ __all__ = [
     "discover_custom",
     "custom_options",
     "SOURCE_HELP",
+    "pair_loader",
 ]
 
 SOURCE_HELP = (
@@ -726,7 +727,16 @@ def _index_images(folder: Path) -> dict[str, Path]:
     return out
 
 
-def _load_pair(image_path: Path, label_path: Path | None, opts: PreprocessOptions):
+def pair_loader(image_path: Path, label_path: Path | None, opts: PreprocessOptions):
+    """A deferred reader of one case: ``load() -> (image, label or None)``.
+
+    The label must be on the image's grid; with ``opts.align_label == "resample"`` a label on
+    another grid is mapped onto it by physical position instead (nearest neighbour).
+
+    Raises (from ``load``):
+        InputError: unreadable file, or a label on another grid in ``strict`` mode.
+    """
+
     def load() -> tuple[sitk.Image, sitk.Image | None]:
         image = read_image(image_path)
         if label_path is None:
@@ -783,11 +793,11 @@ def discover_custom(raw: Path, opts: PreprocessOptions) -> Discovery:
         split_opts = dataclasses.replace(opts, split=str(split_file))
     lists, notes = make_lists(labeled_ids, split_opts, unlabeled_ids=unlabeled_ids)
     cases = [
-        CaseSource(i, _load_pair(images[i], labels[i], opts), str(images[i]), str(labels[i]))
+        CaseSource(i, pair_loader(images[i], labels[i], opts), str(images[i]), str(labels[i]))
         for i in labeled_ids
     ]
     cases += [
-        CaseSource(i, _load_pair(unlabeled[i], None, opts), str(unlabeled[i]))
+        CaseSource(i, pair_loader(unlabeled[i], None, opts), str(unlabeled[i]))
         for i in unlabeled_ids
     ]
     return Discovery(cases, lists, notes)

@@ -22,15 +22,13 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import SimpleITK as sitk
-
 from semiseg3d.data.convert_custom import (
     CaseSource,
     Discovery,
     PreprocessOptions,
     make_lists,
+    pair_loader,
 )
-from semiseg3d.data.geometry import grid_difference, label_onto_grid, read_image
 from semiseg3d.data.splits_official import la_lists
 from semiseg3d.errors import InputError
 
@@ -70,23 +68,6 @@ def default_options() -> PreprocessOptions:
         align_label="strict",
         split="official",
     )
-
-
-def _loader(image_path: Path, label_path: Path, opts: PreprocessOptions):
-    def load() -> tuple[sitk.Image, sitk.Image]:
-        image = read_image(image_path)
-        label = read_image(label_path)
-        diff = grid_difference(image, label)
-        if diff is not None:
-            if opts.align_label == "strict":
-                raise InputError(
-                    f"{label_path}: label grid differs from {image_path.name} ({diff}); "
-                    "set option align_label: resample to map it by geometry"
-                )
-            label = label_onto_grid(label, image, label_path)
-        return image, label
-
-    return load
 
 
 def _training_roots(raw: Path) -> list[Path]:
@@ -131,7 +112,7 @@ def discover(raw: Path, opts: PreprocessOptions, labels: Path | None = None) -> 
         case_id = img.parent.name
         if case_id in opts.exclude:
             continue
-        cases.append(CaseSource(case_id, _loader(img, lab, opts), str(img), str(lab)))
+        cases.append(CaseSource(case_id, pair_loader(img, lab, opts), str(img), str(lab)))
     if not cases:
         raise InputError(f"{raw}: every LA case is excluded")
     lists, notes = make_lists([c.case_id for c in cases], opts, official=la_lists())
