@@ -712,47 +712,55 @@ def table4(ctx: ReportContext) -> Table | None:
     return _rows_table(ctx, "table4_ablation", "Table 4: component ablation", specs, notes)
 
 
-def table5(ctx: ReportContext) -> Table | None:
-    """Table 5: MSE (``full``) vs KL (``cr_kl``) distance in the CR term x labeled ratio."""
+def _full_vs_variant(
+    ctx: ReportContext,
+    name: str,
+    title: str,
+    column: str,
+    rows: tuple[tuple[str, str], tuple[str, str]],
+    default_ratios: tuple[int, ...],
+    note: str,
+) -> Table | None:
+    """A table of the full model against one variant (``rows`` = (label, variant) pairs,
+    the full model first) for each dataset that has the variant, x labeled ratio."""
+    other = rows[1][1]
     specs = []
-    for ds in _table_datasets(ctx, ["cr_kl"]):
-        ratios = _ratios(ctx, ds, ["cr_kl"], (10, 15, 20, 25))
-        for dist, variant in (("MSE", "full"), ("KL", "cr_kl")):
+    for ds in _table_datasets(ctx, [other]):
+        ratios = _ratios(ctx, ds, [other], default_ratios)
+        for label, variant in rows:
             for ratio in ratios:
                 keys = {
                     "Dataset": _ds_title(ds),
-                    "Distance": dist,
+                    column: label,
                     "Labeled": ctx.labeled_text(ds, ratio),
                 }
                 specs.append((keys, ds, variant, ratio))
-    return _rows_table(
+    return _rows_table(ctx, name, title, specs, [note])
+
+
+def table5(ctx: ReportContext) -> Table | None:
+    """Table 5: MSE (``full``) vs KL (``cr_kl``) distance in the CR term x labeled ratio."""
+    return _full_vs_variant(
         ctx,
         "table5_cr_distance",
         "Table 5: distance in the CR term (Eq. 6)",
-        specs,
-        ["MSE rows are the full model (variant full); KL rows are variant cr_kl."],
+        "Distance",
+        (("MSE", "full"), ("KL", "cr_kl")),
+        (10, 15, 20, 25),
+        "MSE rows are the full model (variant full); KL rows are variant cr_kl.",
     )
 
 
 def table6(ctx: ReportContext) -> Table | None:
     """Table 6: L_PGL with (``full``) and without (``no_pgl_third``) its third term."""
-    specs = []
-    for ds in _table_datasets(ctx, ["no_pgl_third"]):
-        ratios = _ratios(ctx, ds, ["no_pgl_third"], (10, 20))
-        for label, variant in (("with", "full"), ("without", "no_pgl_third")):
-            for ratio in ratios:
-                keys = {
-                    "Dataset": _ds_title(ds),
-                    "Third term": label,
-                    "Labeled": ctx.labeled_text(ds, ratio),
-                }
-                specs.append((keys, ds, variant, ratio))
-    return _rows_table(
+    return _full_vs_variant(
         ctx,
         "table6_pgl_third",
         "Table 6: PGL with and without its third term",
-        specs,
-        ["'with' rows are the full model (variant full); 'without' rows are no_pgl_third."],
+        "Third term",
+        (("with", "full"), ("without", "no_pgl_third")),
+        (10, 20),
+        "'with' rows are the full model (variant full); 'without' rows are no_pgl_third.",
     )
 
 
