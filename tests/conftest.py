@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,3 +32,25 @@ def fixtures_raw() -> Path:
     if not path.is_dir():
         pytest.skip(f"raw fixtures not found at {path} (set SEMISEG3D_SHARED to the shared folder)")
     return path
+
+
+def tiny_overlay(variants: list[str]) -> dict[str, Any]:
+    """The demo overlay cut down to cheap runs (2 iterations, 16^3 patches, one seed) of
+    ``variants`` at 50 % labeled on a 6 + 2 case synthetic dataset."""
+    return {
+        "data": {"synthetic": {"synth": {"cases": 6, "test": 2, "shape": [32, 32, 16]}}},
+        "train": {
+            "synthetic": {
+                "iterations": 2,
+                "lr_steps": [1],
+                "patch": [16, 16, 16],
+                "stride": [16, 16, 16],
+                "checkpoint_every": 1,
+            }
+        },
+        "grid": {
+            "seeds": [1337],
+            "datasets": ["synthetic"],
+            "experiments": [{"name": "tiny", "ratios": [50], "variants": variants}],
+        },
+    }

@@ -11,30 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_overlay
 from test_pipeline_dag import copy_workflow, tool, tool_env
 
 from semiseg3d.training.run_config import deep_merge, load_params
 
 pytestmark = pytest.mark.slow
-
-#: the demo overlay cut down to one cheap run (SupOnly V-Net, 2 iterations)
-TINY = {
-    "data": {"synthetic": {"synth": {"cases": 6, "test": 2, "shape": [32, 32, 16]}}},
-    "train": {
-        "synthetic": {
-            "iterations": 2,
-            "lr_steps": [1],
-            "patch": [16, 16, 16],
-            "stride": [16, 16, 16],
-            "checkpoint_every": 1,
-        }
-    },
-    "grid": {
-        "seeds": [1337],
-        "datasets": ["synthetic"],
-        "experiments": [{"name": "tiny", "ratios": [50], "variants": ["suponly"]}],
-    },
-}
 
 
 def _run(cwd: Path, *cmd: str, timeout: int = 600) -> str:
@@ -52,7 +34,10 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 def test_dvc_repro_reruns_training_not_data(root: Path, tmp_path: Path) -> None:
     repo = copy_workflow(root, tmp_path)
-    params = deep_merge(load_params(root / "params.yaml", [root / "config" / "demo.yaml"]), TINY)
+    params = deep_merge(
+        load_params(root / "params.yaml", [root / "config" / "demo.yaml"]),
+        tiny_overlay(["suponly"]),
+    )
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     dvc = tool("dvc")
     _run(repo, tool("git", required=False), "init", "-q")

@@ -11,28 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import tiny_overlay
 from test_pipeline_dag import copy_workflow, tool, tool_env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-
-#: the demo overlay cut down to two cheap training runs (method and SupOnly, 2 iterations)
-TINY = {
-    "data": {"synthetic": {"synth": {"cases": 6, "test": 2, "shape": [32, 32, 16]}}},
-    "train": {
-        "synthetic": {
-            "iterations": 2,
-            "lr_steps": [1],
-            "patch": [16, 16, 16],
-            "stride": [16, 16, 16],
-            "checkpoint_every": 1,
-        }
-    },
-    "grid": {
-        "seeds": [1337],
-        "datasets": ["synthetic"],
-        "experiments": [{"name": "tiny", "ratios": [50], "variants": ["full", "suponly"]}],
-    },
-}
 
 
 def _cluster_ready() -> str | None:
@@ -53,7 +35,9 @@ def test_demo_training_runs_as_slurm_jobs(root: Path, tmp_path: Path) -> None:
     if reason:
         pytest.skip(reason)
     repo = copy_workflow(root, tmp_path)
-    (repo / "tiny.yaml").write_text(yaml.safe_dump(TINY), encoding="utf-8")
+    (repo / "tiny.yaml").write_text(
+        yaml.safe_dump(tiny_overlay(["full", "suponly"])), encoding="utf-8"
+    )
     cmd = [tool("snakemake"), "train", "--profile", "workflow/profiles/slurm-ci"]
     cmd += ["--configfile", "config/demo.yaml", "tiny.yaml"]
     proc = subprocess.run(
