@@ -1,41 +1,46 @@
-"""Reduced-scale real-data check: the full method vs SupOnly on LA (a benchmark, not a test).
+"""LA-lite: the real-data check at CPU scale (``../shared/spec/la-lite.md``; a benchmark, not a test).
 
-Trains, on the LA dataset downsampled by 2,
+Trains on the LA dataset downsampled by 2 (patch 64 x 64 x 32, batches of 2 labeled + 2
+unlabeled, 600 iterations, SGD 0.01, lr x0.1 after iterations 250 and 500, ramp unit 15)
+and scores the final weights with a sliding window (stride 9 x 9 x 2), metrics in voxels of
+the halved grid. Everything runs through ``semiseg3d.training.trainer.train`` and
+``semiseg3d.inference.test_run.test_run``, the code behind ``semiseg3d train`` / ``test``.
 
-- ``full``: the dual network in ``paper`` mode with every component on, 8 labeled + 72
-  unlabeled cases (batches of 2 + 2), and
-- ``suponly``: the V-Net alone on the same 8 labeled cases (batches of 2),
+Two splits:
 
-for the same number of iterations, then predicts the 20 test volumes with a sliding window
-and scores them (Dice, Jaccard, HD95, ASD in voxels of the downsampled grid). One row per
-method goes to ``reports/bench/la_lite.csv`` (method, labeled, iterations, dice, jaccard,
-hd95, asd, seconds, machine, date); ``seconds`` is the training time.
+- ``--split test`` (LA-lite): labeled = the first 8 of ``train.list``, unlabeled = the other
+  72, scored on the 20 cases of ``test.list``. Score it once per method and seed, for the
+  final table.
+- ``--split val`` (LA-lite-val): the last 10 cases of ``train.list`` are held out as the
+  validation set (neither labeled nor unlabeled): 8 labeled + 62 unlabeled, scored on those
+  10. Every design decision is taken here.
 
-Scaling choices for a short budget (explicit, so that the comparison is the paper's
-schedule compressed, not a different one):
+Methods (``--methods``; each a row of the CSV, with its seed):
 
-- patch 48 x 48 x 32 (multiples of 16; about 40 % of the voxels of 64 x 64 x 48, so about
-  2.5 times the iterations fit the same CPU time; the downsampled LA volumes are about
-  90 x 70 x 44 voxels, the atrium about 40 voxels across);
-- sliding-window stride (24, 24, 16) = half the patch: the paper's dense LA stride
-  (18, 18, 4), even divided by the downsampling, means about 200 windows per volume here,
-  which costs more than the training on a CPU; half-patch overlap gives 12 windows;
-- learning-rate steps at 5/12 and 5/6 of the iterations (the paper's 2500 and 5000 of
-  6000), factor 0.1;
-- PGL ramp-up unit = iterations / 40 (the paper's 150 of 6000), so the PGL weight reaches
-  its maximum at the end of the run as in the paper.
+- ``suponly``: the V-Net on the labeled cases alone (batches of 2 labeled);
+- ``code_faithful``: the released objective (spec 2);
+- ``paper``: the method as this project's ``paper`` mode defines it (the defaults of
+  :class:`~semiseg3d.training.config.TrainConfig`);
+- ``paper_literal``: the paper's text read literally (CPS target ``p_fg >= 0.6``, pseudo-label
+  terms at weight 1 from the first iteration);
+- any other name with ``--set KEY=VALUE`` overrides on top of ``paper`` (diagnostics and
+  ablations, e.g. ``--methods no_cps --set use_cps=false``).
+
+Rows go to ``reports/bench/la_lite.csv`` (test split) or ``reports/bench/la_lite_val.csv``
+(val split), keyed by (method, seed, iterations); a row already there is replaced. Columns:
+method, seed, split, labeled, iterations, dice, dice_sd, jaccard, hd95, asd, empty,
+vol_ratio (median over cases of predicted / true foreground voxels), seconds (training),
+s_per_it, precision, commit, machine, date. Dice and Jaccard in %, distances in voxels.
+
+Run folders: ``results/bench/la_lite/<split>/<method>_s<seed>_it<iterations>/`` (not
+versioned); a finished run is not trained again, so a stopped bench can be restarted.
 
 Usage::
 
-    python bench/la_lite.py --measure 3             # seconds per iteration of both methods
-    nohup python bench/la_lite.py --iterations 200 > /work/bench-logs/la_lite.log 2>&1 &
-    # or each method in its own process (both append their row to the same CSV):
-    nohup python bench/la_lite.py --methods full > /work/bench-logs/la_lite_full.log 2>&1 &
-    nohup python bench/la_lite.py --methods suponly > /work/bench-logs/la_lite_suponly.log 2>&1 &
-
-Run folders go to ``--work``/``<method>_it<iterations>`` (default ``results/bench/la_lite``,
-not versioned); a finished run is not trained again (``model_final.pt`` exists), so the
-script can be restarted.
+    python bench/la_lite.py --split val --methods suponly code_faithful paper --seed 1337
+    python bench/la_lite.py --split val --methods ramp_argmax \
+        --set pl_rampup=sigmoid --set cps_target=argmax
+    python bench/la_lite.py --measure 5 --methods paper   # seconds per iteration only
 """
 
 from __future__ import annotations
@@ -45,14 +50,18 @@ import csv
 import datetime as dt
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from semiseg3d.data.dataset import VolumeDataset
+from semiseg3d.evaluation.maskio import read_mask
 from semiseg3d.inference.test_run import test_run
 from semiseg3d.paths import repo_root, shared_dir
 from semiseg3d.training.config import TrainConfig, config_from_mapping, parse_overrides
@@ -60,53 +69,89 @@ from semiseg3d.training.trainer import train
 
 COLUMNS = (
     "method",
+    "seed",
+    "split",
     "labeled",
     "iterations",
     "dice",
+    "dice_sd",
     "jaccard",
     "hd95",
     "asd",
+    "empty",
+    "vol_ratio",
     "seconds",
+    "s_per_it",
+    "precision",
+    "commit",
     "machine",
     "date",
 )
 
+#: named methods: config keys on top of the common protocol
+PRESETS: dict[str, dict[str, Any]] = {
+    "suponly": {"method": "suponly"},
+    "code_faithful": {"method": "dual", "mode": "code_faithful"},
+    "paper": {"method": "dual", "mode": "paper"},
+    "paper_literal": {
+        "method": "dual",
+        "mode": "paper",
+        "cps_target": "threshold",
+        "pl_rampup": "none",
+    },
+}
+
+VAL_HOLDOUT = 10
+
 
 def scaled_schedule(iterations: int) -> dict[str, Any]:
-    """The paper's 6000-iteration schedule compressed to ``iterations``.
-
-    Returns:
-        ``lr_steps`` at 5/12 and 5/6 of the run and ``rampup_unit`` = iterations / 40
-        (at least 1), as config keys.
-    """
+    """The paper's 6000-iteration schedule compressed to ``iterations``: lr steps at 5/12
+    and 5/6 of the run, ramp unit = iterations / 40 (600 -> 250, 500 and 15)."""
     steps = (round(iterations * 5 / 12), round(iterations * 5 / 6))
     return {"lr_steps": list(steps), "rampup_unit": max(1, round(iterations / 40))}
 
 
+def split_lists(data: Path, split: str, work: Path) -> tuple[Path, Path]:
+    """The train and evaluation list files of ``split`` (val lists are written to ``work``)."""
+    train_list, test_list = data / "train.list", data / "test.list"
+    if split == "test":
+        return train_list, test_list
+    ids = [line.strip() for line in train_list.read_text().splitlines() if line.strip()]
+    folder = work / "lists"
+    folder.mkdir(parents=True, exist_ok=True)
+    train_val, val = folder / "train_minus_val.list", folder / "val.list"
+    train_val.write_text("\n".join(ids[:-VAL_HOLDOUT]) + "\n")
+    val.write_text("\n".join(ids[-VAL_HOLDOUT:]) + "\n")
+    return train_val, val
+
+
 def bench_config(method: str, args: argparse.Namespace, iterations: int) -> TrainConfig:
-    """The config of one bench run (``method`` = ``full`` or ``suponly``)."""
+    """The config of one bench run."""
     data = Path(args.data)
+    train_list, test_list = split_lists(data, args.split, Path(args.work))
     mapping: dict[str, Any] = {
         "dataset": "la",
         "data_dir": str(data),
-        "train_list": str(data / "train.list"),
-        "test_list": str(data / "test.list"),
+        "train_list": str(train_list),
+        "test_list": str(test_list),
         "labeled": args.labeled,
-        "downsample": args.downsample,
+        "downsample": 2,
         "patch": list(args.patch),
         "stride": list(args.stride),
-        "method": "dual" if method == "full" else "suponly",
-        "mode": "paper",
         "iterations": iterations,
-        "lr": args.lr,
+        "lr": 0.01,
         "seed": args.seed,
         "num_workers": args.num_workers,
         "checkpoint_every": max(1, min(iterations, args.checkpoint_every)),
         "device": "auto",
-        "extra": {"variant": args.name or method, "bench": "la_lite"},
+        "amp": args.amp,
+        "channels_last": "auto",
+        "cache_volumes": "auto",
+        "extra": {"variant": method, "bench": f"la_lite_{args.split}"},
         **scaled_schedule(iterations),
     }
-    if method == "full":
+    mapping.update(PRESETS.get(method, PRESETS["paper"]))
+    if method not in ("suponly", "code_faithful"):
         mapping.update(parse_overrides(args.overrides))
     return config_from_mapping(mapping, f"bench/la_lite.py ({method})")
 
@@ -118,19 +163,26 @@ def machine() -> str:
     return f"cpu {platform.machine()} {torch.get_num_threads()} threads"
 
 
-def measure(args: argparse.Namespace) -> None:
-    """Print seconds per iteration of both methods (``--measure K`` iterations each, the
-    first one excluded as warm-up)."""
-    k = args.measure
-    for method in args.methods:
-        tmp = Path(tempfile.mkdtemp(prefix=f"la_lite_measure_{method}_"))
-        try:
-            cfg = bench_config(method, args, iterations=k + 1)
-            train(cfg, tmp / "run", stop_after=k + 1, progress=False)
-            times = _iteration_times(tmp / "run" / "train.log")  # iteration 1 -> k + 1
-            print(f"MEASURE {method}: {sum(times) / len(times):.2f} s/iteration", flush=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+def commit() -> str:
+    """The checked-out commit (with ``+dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=repo_root(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo_root(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def _iteration_times(log: Path) -> list[float]:
@@ -141,30 +193,69 @@ def _iteration_times(log: Path) -> list[float]:
     return [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False)]
 
 
+def measure(args: argparse.Namespace) -> None:
+    """Print seconds per iteration of each method (``--measure K`` iterations, the first
+    one excluded as warm-up)."""
+    k = args.measure
+    for method in args.methods:
+        tmp = Path(tempfile.mkdtemp(prefix=f"la_lite_measure_{method}_"))
+        try:
+            cfg = bench_config(method, args, iterations=k + 1)
+            t0 = time.monotonic()
+            result = train(cfg, tmp / "run", stop_after=k + 1, progress=False)
+            per_it = result.seconds / (k + 1)
+            print(f"MEASURE {method}: {per_it:.2f} s/iteration ({time.monotonic() - t0:.0f} s)")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def volume_ratios(run: Path, cfg: TrainConfig) -> list[float]:
+    """Predicted / true foreground voxels per evaluated case of a tested run."""
+    ids = [line.strip() for line in Path(cfg.test_list).read_text().splitlines() if line.strip()]
+    ds = VolumeDataset(cfg.data_dir, ids, cfg.patch, downsample=cfg.downsample)
+    ratios = []
+    for index, case in enumerate(ids):
+        pred = read_mask(run / "predictions" / f"{case}.nii.gz")[0]
+        label = ds.volume(index).label
+        assert label is not None
+        ratios.append(float(np.count_nonzero(pred == 1)) / max(1, int(np.count_nonzero(label))))
+    return ratios
+
+
 def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Train and test one method; return its CSV row."""
+    """Train and score one method; return its CSV row."""
     cfg = bench_config(method, args, args.iterations)
-    label = args.name if method == "full" and args.name else method
-    out = Path(args.work) / f"{label}_it{args.iterations}"
+    out = Path(args.work) / args.split / f"{method}_s{args.seed}_it{args.iterations}"
     t0 = time.monotonic()
     result = train(cfg, out, progress=False)
-    train_seconds = result.seconds if not result.skipped else float("nan")
     print(f"{method}: trained in {time.monotonic() - t0:.0f} s wall", flush=True)
+    seconds = result.seconds if not result.skipped else _recorded_seconds(out)
     t1 = time.monotonic()
-    table = test_run(out, batch_size=args.batch_size)
-    print(f"{method}: tested in {time.monotonic() - t1:.0f} s", flush=True)
-    mean = table.set_index("case").loc["mean"]
-    if result.skipped:  # resumed bench: take the time recorded in the checkpoint log
-        train_seconds = _recorded_seconds(out)
+    table = test_run(out, batch_size=args.batch_size, verbose=False)
+    print(f"{method}: scored in {time.monotonic() - t1:.0f} s", flush=True)
+    stats = table.set_index("case")
+    mean, sd = stats.loc["mean"], stats.loc["sd"]
+    ratios = volume_ratios(out, cfg)
+    import yaml
+
+    runtime = yaml.safe_load((out / "config.yaml").read_text()).get("runtime", {})
     return {
-        "method": label,
+        "method": method,
+        "seed": args.seed,
+        "split": args.split,
         "labeled": args.labeled,
         "iterations": args.iterations,
-        "dice": round(float(mean["dice"]), 4),
-        "jaccard": round(float(mean["jaccard"]), 4),
+        "dice": round(100 * float(mean["dice"]), 2),
+        "dice_sd": round(100 * float(sd["dice"]), 2),
+        "jaccard": round(100 * float(mean["jaccard"]), 2),
         "hd95": round(float(mean["hd95"]), 2),
         "asd": round(float(mean["asd"]), 2),
-        "seconds": round(train_seconds),
+        "empty": int(mean["empty_pred"]),
+        "vol_ratio": round(float(np.median(ratios)), 3),
+        "seconds": round(seconds),
+        "s_per_it": round(seconds / args.iterations, 2),
+        "precision": runtime.get("precision", "?"),
+        "commit": args.commit,
         "machine": machine(),
         "date": dt.date.today().isoformat(),
     }
@@ -177,21 +268,22 @@ def _recorded_seconds(out: Path) -> float:
     return float(load_checkpoint(ckpt)["logger"]["elapsed"]) if ckpt.is_file() else float("nan")
 
 
-def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write the bench table atomically, keeping the rows of other (method, iterations)
-    pairs already in it (so the two methods, and several budgets, can share one table)."""
+def write_row(row: dict[str, Any], path: Path) -> None:
+    """Add ``row`` to the table at ``path`` atomically, replacing an earlier row with the
+    same (method, seed, iterations); other rows are kept."""
     from semiseg3d.io.atomic import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    mine = {(row["method"], str(row["iterations"])) for row in rows}
+    key = (str(row["method"]), str(row["seed"]), str(row["iterations"]))
+    rows: list[dict[str, Any]] = []
     if path.is_file():
         with path.open(newline="", encoding="utf-8") as f:
-            kept = [r for r in csv.DictReader(f) if (r["method"], r["iterations"]) not in mine]
-        rows = sorted(
-            [*kept, *rows], key=lambda r: (int(r["iterations"]), r["method"] != "full", r["method"])
-        )
+            rows = [
+                r for r in csv.DictReader(f) if (r["method"], r["seed"], r["iterations"]) != key
+            ]
+    rows.append(row)
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -200,18 +292,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(shared_dir() / "data" / "LA"), help="LA dataset folder")
     p.add_argument("--work", default=str(repo_root() / "results" / "bench" / "la_lite"))
-    p.add_argument("--csv", default=str(repo_root() / "reports" / "bench" / "la_lite.csv"))
-    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--csv", default="", help="output table (default by --split)")
+    p.add_argument("--split", choices=("val", "test"), default="val")
+    p.add_argument("--iterations", type=int, default=600)
     p.add_argument("--labeled", type=int, default=8)
-    p.add_argument("--downsample", type=int, default=2)
-    p.add_argument("--patch", type=int, nargs=3, default=(48, 48, 32))
-    p.add_argument("--stride", type=int, nargs=3, default=(24, 24, 16))
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--patch", type=int, nargs=3, default=(64, 64, 32))
+    p.add_argument("--stride", type=int, nargs=3, default=(9, 9, 2))
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--num-workers", type=int, default=1)
-    p.add_argument("--checkpoint-every", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=2, help="sliding-window batch")
-    p.add_argument("--methods", nargs="+", default=["suponly", "full"], choices=["full", "suponly"])
+    p.add_argument("--amp", default="auto", choices=("auto", "none", "bf16"))
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=4, help="sliding-window batch")
+    p.add_argument("--methods", nargs="+", default=["suponly", "code_faithful", "paper"])
     p.add_argument("--measure", type=int, default=0, help="only time K iterations per method")
     p.add_argument(
         "--set",
@@ -219,10 +311,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="diagnostics: override a config key of the 'full' run (e.g. use_cps=false)",
+        help="config overrides for the named (non-preset) methods, e.g. use_cps=false",
     )
-    p.add_argument("--name", default="", help="diagnostics: method name of the overridden full run")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.csv:
+        name = "la_lite.csv" if args.split == "test" else "la_lite_val.csv"
+        args.csv = str(repo_root() / "reports" / "bench" / name)
+    args.commit = commit()
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,14 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure:
         measure(args)
         return 0
-    rows = []
     for method in args.methods:
-        rows.append(run_method(method, args))
-        print(f"ROW {rows[-1]}", flush=True)
-        write_rows(rows, Path(args.csv))
-    print(f"wrote {args.csv}", flush=True)
-    for row in rows:
-        print(",".join(str(row[c]) for c in COLUMNS))
+        row = run_method(method, args)
+        write_row(row, Path(args.csv))
+        print("ROW " + ",".join(str(row[c]) for c in COLUMNS), flush=True)
     return 0
 
 

@@ -20,7 +20,12 @@ def test_defaults_are_the_paper_la_settings():
     cfg = TrainConfig()
     assert (cfg.patch, cfg.stride) == ((112, 112, 80), (18, 18, 4))
     assert (cfg.tau, cfg.lam, cfg.T, cfg.alpha, cfg.tau_cps) == (0.6, 0.5, 0.5, 70.0, 0.6)
-    assert (cfg.iterations, cfg.lr, cfg.lr_steps, cfg.weight_decay) == (6000, 0.01, (2500, 5000), 1e-4)
+    assert (cfg.iterations, cfg.lr, cfg.lr_steps, cfg.weight_decay) == (
+        6000,
+        0.01,
+        (2500, 5000),
+        1e-4,
+    )
     assert (cfg.batch_labeled, cfg.batch_unlabeled, cfg.seed) == (2, 2, 1337)
     assert cfg.mode == "paper" and cfg.method == "dual"
 

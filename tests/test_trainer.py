@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from test_checkpoint_resume import SHAPE, write_synthetic
 
 from semiseg3d.cli import main as cli_main
@@ -89,7 +90,10 @@ def test_train_and_test_commands_write_the_run_folder(
         assert (run / name).is_file(), name
     assert not list(run.rglob("dvc.yaml"))
     log = (run / "train.log").read_text()
-    assert "amp 'bf16' ignored on CPU" in log
+    assert "precision bf16 (amp 'bf16')" in log
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["amp"] == "bf16" and saved["runtime"]["precision"] == "bf16"
+    assert saved["runtime"]["device"] == "cpu"
     # code_faithful: the prototype loss is NaN by design and the run goes on
     assert "pgl=nan" in log and "finished 2 iterations" in log
     final = torch.load(run / "model_final.pt", weights_only=True)

@@ -25,7 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "split": ("semiseg3d.data.splits", "write labeled/unlabeled/test case lists"),
     "check-data": ("semiseg3d.data.volumes", "validate every volume of a dataset folder"),
     "fetch": ("semiseg3d.data.download", "download or copy a preprocessed dataset, checksummed"),
-    "convert": ("semiseg3d.data.convert", "convert a raw dataset (LA, Pancreas-CT, BraTS, own data) to h5"),
+    "convert": (
+        "semiseg3d.data.convert",
+        "convert a raw dataset (LA, Pancreas-CT, BraTS, own data) to h5",
+    ),
     "synth": ("semiseg3d.data.synthetic", "generate the small synthetic demo dataset"),
     "run-config": ("semiseg3d.training.run_config", "write the training config of one grid point"),
     "train": ("semiseg3d.training.cli", "train the dual network (or the SupOnly baseline)"),

@@ -40,6 +40,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from semiseg3d.accel import resolve_acceleration
 from semiseg3d.data.convert_custom import (
     PreprocessOptions,
     options_from_mapping,
@@ -179,6 +180,7 @@ def predict_image(
     batch_size: int = 4,
     device: str | torch.device = "cpu",
     amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
     where: str = "scan",
 ) -> Prediction:
     """Preprocess ``image``, run the sliding window, and map the result back to its grid.
@@ -193,6 +195,7 @@ def predict_image(
         batch_size: windows per forward pass.
         device: inference device.
         amp_dtype: autocast dtype or None.
+        channels_last: windows in ``torch.channels_last_3d`` (models converted by the caller).
         where: names the scan in errors.
 
     Returns:
@@ -204,7 +207,14 @@ def predict_image(
     if downsample > 1:
         array = _downsample(array, downsample)
     probs = sliding_window_probs(
-        prob_fn, array, patch, stride, batch_size=batch_size, device=device, amp_dtype=amp_dtype
+        prob_fn,
+        array,
+        patch,
+        stride,
+        batch_size=batch_size,
+        device=device,
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
     )
     if downsample > 1:
         probs = _upsample(probs, downsample, prep.image.shape)
@@ -303,11 +313,9 @@ def predict_scan(
             "a": [nets["resnet"]],
             "b": [nets["vnet"]],
         }[cfg.eval_subnet]
+    accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev)
     for net in members:
-        net.to(dev)
-    amp = None
-    if dev.type == "cuda" and cfg.amp != "none":
-        amp = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+        accel.prepare(net.to(dev))
     pred = predict_image(
         image,
         softmax_ensemble(members),
@@ -317,7 +325,8 @@ def predict_scan(
         downsample=cfg.downsample,
         batch_size=batch_size,
         device=dev,
-        amp_dtype=amp,
+        amp_dtype=accel.dtype,
+        channels_last=accel.channels_last,
         where=str(scan),
     )
     _write(pred.mask, out)

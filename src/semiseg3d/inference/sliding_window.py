@@ -178,14 +178,18 @@ def sliding_window_probs(
     device: str | torch.device = "cpu",
     n_classes: int = 2,
     amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
 ) -> np.ndarray:
     """Class probabilities of a whole volume by overlapping windows evaluated in batches.
 
-    Windows are stacked ``batch_size`` at a time into a (b, 1, px, py, pz) tensor on
-    ``device`` and evaluated under :func:`torch.inference_mode` (and
+    Windows are copied ``batch_size`` at a time into one preallocated (b, 1, px, py, pz)
+    tensor on ``device`` and evaluated under :func:`torch.inference_mode` (and
     :func:`torch.autocast` with ``amp_dtype`` when given). The probabilities are summed
     into a (C, X, Y, Z) float32 score map on ``device``, a count map records how many
     windows cover each voxel, and the result is score / count, cropped back to the input.
+    Every window has the same weight (constant weighting, as the authors' ``test_util.py``;
+    no Gaussian importance map), so the result is the plain mean of the overlapping
+    windows' probabilities.
 
     Args:
         prob_fn: (b, 1, px, py, pz) -> (b, C, px, py, pz) probabilities, e.g.
@@ -198,6 +202,8 @@ def sliding_window_probs(
         n_classes: C, the number of probability channels ``prob_fn`` returns.
         amp_dtype: autocast dtype (``torch.bfloat16`` or ``torch.float16``) or None for
             full precision. Accumulation is always float32.
+        channels_last: feed the windows in ``torch.channels_last_3d`` (use it when the
+            models are in that format).
 
     Returns:
         (C, X, Y, Z) float32 probabilities, same spatial shape as ``image``.
@@ -213,13 +219,19 @@ def sliding_window_probs(
     device = torch.device(device)
     corners = window_grid(padded.shape, patch3, stride3)
     px, py, pz = patch3
+    memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
     with torch.inference_mode():
         volume = torch.as_tensor(np.ascontiguousarray(padded, dtype=np.float32), device=device)
+        # accumulators and the window batch are allocated once per volume
         score = torch.zeros((n_classes, *padded.shape), dtype=torch.float32, device=device)
         count = torch.zeros(padded.shape, dtype=torch.float32, device=device)
+        buffer = torch.empty(
+            (min(batch_size, len(corners)), 1, px, py, pz), dtype=torch.float32, device=device
+        )
         for chunk in _batches(corners, batch_size):
-            x = torch.stack([volume[a : a + px, b : b + py, c : c + pz] for a, b, c in chunk])
-            x = x.unsqueeze(1)
+            for i, (a, b, c) in enumerate(chunk):
+                buffer[i, 0].copy_(volume[a : a + px, b : b + py, c : c + pz])
+            x = buffer[: len(chunk)].contiguous(memory_format=memory_format)
             if amp_dtype is not None:
                 with torch.autocast(device_type=device.type, dtype=amp_dtype):
                     probs = prob_fn(x)

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from semiseg3d.accel import resolve_acceleration
 from semiseg3d.data.dataset import VolumeDataset
 from semiseg3d.data.volumes import read_list
 from semiseg3d.errors import InputError
@@ -138,14 +139,10 @@ def test_run(
     if device is None:
         device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
     dev = torch.device(device)
-    amp = None
-    if dev.type == "cuda" and cfg.amp != "none":
-        amp = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+    accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev)
     members = _members(cfg, nets, subnet)
     for net in members:
-        net.to(dev)
-        if cfg.channels_last and dev.type == "cuda":
-            net.to(memory_format=torch.channels_last_3d)
+        accel.prepare(net.to(dev))
     prob_fn = softmax_ensemble(members)
     dataset = VolumeDataset(data, ids, cfg.patch, downsample=cfg.downsample, with_label=True)
     rows = []
@@ -160,7 +157,8 @@ def test_run(
                 cfg.stride,
                 batch_size=batch_size,
                 device=dev,
-                amp_dtype=amp,
+                amp_dtype=accel.dtype,
+                channels_last=accel.channels_last,
             )
             pred = predict_label(probs)
             if cfg.postprocess_lcc:

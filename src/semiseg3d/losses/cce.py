@@ -28,6 +28,7 @@ __all__ = [
     "class_argmax",
     "entropy",
     "percentile",
+    "CPS_TARGETS",
     "cps_pseudo_label",
     "cps_loss",
     "uncertain_mask",
@@ -110,31 +111,61 @@ def percentile(values: Tensor, alpha: float) -> Tensor:
     return torch.where(torch.isnan(flat).any(), torch.full_like(value, math.nan), value)
 
 
-def cps_pseudo_label(probs_other: Tensor, tau_cps: float) -> Tensor:
-    """``Y~ = [p_1 >= tau_cps]``, detached.
+#: How CPS turns the other network's probabilities into a target (``cps_target``).
+CPS_TARGETS = ("threshold", "argmax", "confident")
+
+
+def cps_pseudo_label(probs_other: Tensor, tau_cps: float, target: str = "threshold") -> Tensor:
+    """The CPS target from the other network's (detached) probabilities.
+
+    - ``threshold`` (the paper's sentence read literally, spec 3.2):
+      ``Y~ = [p_1 >= tau_cps]``; every voxel whose foreground probability is below
+      ``tau_cps`` - the uncertain ones included - becomes background.
+    - ``argmax``: the plain argmax of standard cross pseudo supervision (Chen et al. 2021).
+    - ``confident``: the argmax where the other network is confident
+      (``max_c p_c >= tau_cps``); other voxels get :data:`IGNORE_INDEX`.
 
     Args:
         probs_other: (B, 2, X, Y, Z) probabilities of the OTHER network.
         tau_cps: threshold in [0.5, 1].
+        target: one of :data:`CPS_TARGETS`.
 
     Returns:
-        (B, X, Y, Z) int64 labels in {0, 1}.
+        (B, X, Y, Z) int64 labels in {0, 1} (``confident``: {0, 1, 2}).
     """
-    return (probs_other.detach()[:, 1] >= tau_cps).long()
+    p = probs_other.detach()
+    if target == "threshold":
+        return (p[:, 1] >= tau_cps).long()
+    if target == "argmax":
+        return class_argmax(p)
+    if target == "confident":
+        confident = torch.amax(p, dim=1) >= tau_cps
+        return class_argmax(p).masked_fill(~confident, IGNORE_INDEX)
+    raise ValueError(f"cps target must be one of {list(CPS_TARGETS)}, got {target!r}")
 
 
-def cps_loss(logits: Tensor, probs_other: Tensor, tau_cps: float) -> Tensor:
-    """Cross pseudo supervision ``CE(z_k, [p_other,1 >= tau_cps])`` (spec 3.2).
+def cps_loss(
+    logits: Tensor, probs_other: Tensor, tau_cps: float, target: str = "threshold"
+) -> Tensor:
+    """Cross pseudo supervision ``CE(z_k, Y~(p_other))`` (spec 3.2).
 
     Args:
         logits: (B_u, 2, X, Y, Z) logits of the trained network on unlabeled samples.
         probs_other: (B_u, 2, X, Y, Z) probabilities of the other network (detached here).
         tau_cps: pseudo-label threshold.
+        target: how the target is made (:func:`cps_pseudo_label`).
 
     Returns:
-        0-d tensor, mean over B_u*X*Y*Z voxels; gradient reaches ``logits`` only.
+        0-d tensor, the mean over the B_u*X*Y*Z voxels (``confident``: over the voxels not
+        ignored; 0 with no gradient when every voxel is ignored); gradient reaches
+        ``logits`` only.
     """
-    return F.cross_entropy(logits, cps_pseudo_label(probs_other, tau_cps))
+    label = cps_pseudo_label(probs_other, tau_cps, target)
+    if target != "confident":
+        return F.cross_entropy(logits, label)
+    ce_sum = F.cross_entropy(logits, label, ignore_index=IGNORE_INDEX, reduction="sum")
+    n_valid = (label != IGNORE_INDEX).sum().clamp(min=1).to(ce_sum.dtype)
+    return ce_sum / n_valid
 
 
 def uncertain_mask(entropy_a: Tensor, entropy_b: Tensor, alpha: float) -> Tensor:

@@ -5,8 +5,13 @@ returns two scalars whose SUM the trainer backpropagates, plus every term for lo
 
 Paper mode (spec 3; ``cfg.mode == "paper"``)::
 
-    loss_a = CE_A + Dice_A + lam CR_A + CPS_A + EFS_A + UE + IC + [L = A] w_c(t) PGL
-    loss_b = CE_B + Dice_B + lam CR_B + CPS_B + EFS_B          + [L = B] w_c(t) PGL
+    loss_a = CE_A + Dice_A + lam CR_A + w_pl(t) (CPS_A + EFS_A + UE) + IC + [L = A] w_c(t) PGL
+    loss_b = CE_B + Dice_B + lam CR_B + w_pl(t) (CPS_B + EFS_B)      + [L = B] w_c(t) PGL
+
+with ``w_pl(t) = 1`` (``pl_rampup: none``, the paper's reading) or a sigmoid ramp-up to 1
+(``pl_rampup: sigmoid``), and the CPS target chosen by ``cps_target`` (``threshold``: the
+literal "p_fg >= tau_cps -> 1"; ``argmax``; ``confident``: argmax where the other network's
+max probability >= tau_cps, others ignored).
 
 Code-faithful mode (spec 2; ``cfg.mode == "code_faithful"``), the loser L collecting the
 extra terms as in C (values identical to C's ``r_loss`` / ``v_loss``)::
@@ -30,16 +35,24 @@ mode: ``use_cps`` (C has no CPS), ``ue_temperature_in_kl`` (False), ``pgl_requir
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from semiseg3d.losses.cce import class_argmax, cps_loss, efs_code_faithful, efs_loss, efs_target
+from semiseg3d.losses.cce import (
+    IGNORE_INDEX,
+    class_argmax,
+    cps_loss,
+    cps_pseudo_label,
+    efs_code_faithful,
+    efs_loss,
+    efs_target,
+)
 from semiseg3d.losses.consistency import inter_consistency
 from semiseg3d.losses.cr import cr_loss, disagreement_mask
 from semiseg3d.losses.pgl import pgl_code_faithful, pgl_loss, reliable_sets
-from semiseg3d.losses.ramps import pgl_weight
+from semiseg3d.losses.ramps import pgl_weight, pseudo_label_weight
 from semiseg3d.losses.supervised import ce_loss, dice_loss
 from semiseg3d.losses.ue import ue_loss
 from semiseg3d.training.config import TrainConfig
@@ -71,6 +84,7 @@ TERM_NAMES: tuple[str, ...] = (
     "ue",
     "pgl",
     "pgl_weight",
+    "pl_weight",
     "winner",
     "loss_a",
     "loss_b",
@@ -92,6 +106,14 @@ class DualTerms:
         loss_b: scalar routed to network B (V-Net).
         winner: 0-d float tensor, 1.0 when B (V-Net) won, 0.0 when A (ResNet) won.
         pgl_weight: ``w_c(t)`` when PGL is active, else None.
+        pl_weight: weight of CPS, EFS and UE at this iteration (paper mode; 1 unless
+            ``pl_rampup`` ramps them), None in code-faithful mode.
+        diagnostics: detached 0-d values for the logs (paper mode), by name: true
+            foreground fraction of the labeled patches (``diag_fg_true_l``), predicted
+            (argmax) foreground fraction of each network on the unlabeled patches
+            (``diag_fg_a_u``, ``diag_fg_b_u``), CPS target foreground / ignored fraction
+            (of A's target, made from B), EFS ignored fraction and target foreground
+            fraction.
     """
 
     terms: dict[str, Tensor]
@@ -99,6 +121,8 @@ class DualTerms:
     loss_b: Tensor
     winner: Tensor
     pgl_weight: float | None
+    pl_weight: float | None = None
+    diagnostics: dict[str, Tensor] = field(default_factory=dict)
 
 
 def active_terms(cfg: TrainConfig) -> tuple[str, ...]:
@@ -115,6 +139,7 @@ def active_terms(cfg: TrainConfig) -> tuple[str, ...]:
         "ue": cfg.use_ue,
         "pgl": cfg.use_pgl,
         "pgl_weight": cfg.use_pgl,
+        "pl_weight": paper and cfg.pl_rampup != "none",
     }
     return tuple(name for name in TERM_NAMES if on.get(name, True))
 
@@ -230,8 +255,8 @@ def _paper(
     loser_is_a = _loser_is_a(t["sup_dice_a"], t["sup_dice_b"], force_winner, za.device)
     pa_u, pb_u = pa[n_l:], pb[n_l:]
     if cfg.use_cps:
-        t["cps_a"] = cps_loss(za[n_l:], pb_u, cfg.tau_cps)
-        t["cps_b"] = cps_loss(zb[n_l:], pa_u, cfg.tau_cps)
+        t["cps_a"] = cps_loss(za[n_l:], pb_u, cfg.tau_cps, cfg.cps_target)
+        t["cps_b"] = cps_loss(zb[n_l:], pa_u, cfg.tau_cps, cfg.cps_target)
     if cfg.use_efs or cfg.use_pgl:
         target, uncertain = efs_target(pa_u, pb_u, cfg.alpha)
         if cfg.use_efs:
@@ -256,21 +281,36 @@ def _paper(
         )
         w = pgl_weight(cfg, iteration)
 
+    with torch.no_grad():
+        diag = {
+            "diag_fg_true_l": (y == 1).float().mean(),
+            "diag_fg_a_u": class_argmax(pa_u).float().mean(),
+            "diag_fg_b_u": class_argmax(pb_u).float().mean(),
+        }
+        if cfg.use_cps:
+            cps_t = cps_pseudo_label(pb_u, cfg.tau_cps, cfg.cps_target)
+            diag["diag_cps_fg"] = (cps_t == 1).float().mean()
+            diag["diag_cps_ignored"] = (cps_t == IGNORE_INDEX).float().mean()
+        if cfg.use_efs or cfg.use_pgl:
+            diag["diag_efs_ignored"] = uncertain.float().mean()
+            diag["diag_efs_fg"] = (target == 1).float().mean()
+    pl_w = pseudo_label_weight(cfg, iteration)
     loss_a = _sup(t, "a", cfg.lam)
     loss_b = _sup(t, "b", cfg.lam)
     for name in ("cps", "efs"):
         if f"{name}_a" in t:
-            loss_a = loss_a + t[f"{name}_a"]
-            loss_b = loss_b + t[f"{name}_b"]
-    for name in ("ue", "ic"):
-        if name in t:
-            loss_a = loss_a + t[name]
+            loss_a = loss_a + pl_w * t[f"{name}_a"]
+            loss_b = loss_b + pl_w * t[f"{name}_b"]
+    if "ue" in t:
+        loss_a = loss_a + pl_w * t["ue"]
+    if "ic" in t:
+        loss_a = loss_a + t["ic"]
     if w is not None:
         weighted = w * t["pgl"]
         zero = torch.zeros_like(weighted)
         loss_a = loss_a + torch.where(loser_is_a, weighted, zero)
         loss_b = loss_b + torch.where(loser_is_a, zero, weighted)
-    return DualTerms(t, loss_a, loss_b, loser_is_a.float(), w)
+    return DualTerms(t, loss_a, loss_b, loser_is_a.float(), w, pl_w, diag)
 
 
 def _code(
@@ -329,6 +369,7 @@ def dual_objective(
     generator: torch.Generator | None = None,
     *,
     force_winner: int | None = None,
+    diagnostics: bool = False,
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """One iteration's objective for the dual-network method.
 
@@ -342,6 +383,8 @@ def dual_objective(
         generator: dedicated :class:`torch.Generator` for PGL candidate sampling (any
             device; it is always consumed by the same number of draws in paper mode).
         force_winner: override the winner rule (0 = A/ResNet, 1 = B/V-Net); for tests.
+        diagnostics: also put the paper-mode diagnostics (``diag_*``, see
+            :class:`DualTerms`) into ``terms`` (the trainer logs them).
 
     Returns:
         ``(loss_a, loss_b, terms)``: the trainer backpropagates ``loss_a + loss_b``;
@@ -359,6 +402,12 @@ def dual_objective(
         terms["pgl_weight"] = torch.tensor(
             res.pgl_weight, dtype=torch.float32, device=res.loss_a.device
         )
+    if res.pl_weight is not None and cfg.pl_rampup != "none":
+        terms["pl_weight"] = torch.tensor(
+            res.pl_weight, dtype=torch.float32, device=res.loss_a.device
+        )
+    if diagnostics:
+        terms.update(res.diagnostics)
     terms["winner"] = res.winner.detach()
     terms["loss_a"] = res.loss_a.detach()
     terms["loss_b"] = res.loss_b.detach()

@@ -1,4 +1,5 @@
-"""Time-dependent coefficients: the PGL ramp-up and the learning-rate schedules.
+"""Time-dependent coefficients: the PGL ramp-up, the optional ramp-up of the pseudo-label
+terms (``pl_rampup``) and the learning-rate schedules.
 
 - ``w_c(t) = rampup_max * exp(-5 (1 - min(floor(t / unit), length) / length)^2)``
   (MCF's sigmoid ramp-up as called by C: ``0.1 * sigmoid_rampup(t // 150, 40)``, spec 2.7).
@@ -15,7 +16,15 @@ from collections.abc import Sequence
 
 from semiseg3d.training.config import TrainConfig
 
-__all__ = ["sigmoid_rampup", "rampup_weight", "pgl_weight", "step_lr", "poly_lr", "lr_at"]
+__all__ = [
+    "sigmoid_rampup",
+    "rampup_weight",
+    "pgl_weight",
+    "pseudo_label_weight",
+    "step_lr",
+    "poly_lr",
+    "lr_at",
+]
 
 
 def sigmoid_rampup(current: float, length: float) -> float:
@@ -54,6 +63,18 @@ def rampup_weight(
 def pgl_weight(cfg: TrainConfig, iteration: int) -> float:
     """:func:`rampup_weight` with ``cfg.rampup_max``, ``cfg.rampup_length``, ``cfg.rampup_unit``."""
     return rampup_weight(iteration, cfg.rampup_max, cfg.rampup_length, cfg.rampup_unit)
+
+
+def pseudo_label_weight(cfg: TrainConfig, iteration: int) -> float:
+    """Weight of the pseudo-label terms (CPS, EFS, UE) at iteration ``t``.
+
+    ``pl_rampup = "none"``: 1 at every iteration (the paper's "use 1", spec 3). ``sigmoid``:
+    the PGL ramp's shape and schedule (``rampup_length`` units of ``rampup_unit``
+    iterations) rising to 1, i.e. ``exp(-5 (1 - min(floor(t / unit), length) / length)^2)``.
+    """
+    if cfg.pl_rampup == "none":
+        return 1.0
+    return rampup_weight(iteration, 1.0, cfg.rampup_length, cfg.rampup_unit)
 
 
 def step_lr(iteration: int, base_lr: float, steps: Sequence[int], gamma: float) -> float:

@@ -19,20 +19,30 @@ import yaml
 
 from semiseg3d.errors import InputError
 
-__all__ = ["TrainConfig", "load_config", "parse_overrides", "labeled_count"]
+__all__ = ["TrainConfig", "load_config", "parse_overrides", "labeled_count", "RUNTIME_KEY"]
+
+#: key of the resolved runtime record in a run's ``config.yaml`` (ignored when read back)
+RUNTIME_KEY = "runtime"
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "method": ("dual", "suponly"),
     "mode": ("paper", "code_faithful"),
     "ic_distance": ("cosine", "mse", "none"),
+    "cps_target": ("threshold", "argmax", "confident"),
+    "pl_rampup": ("none", "sigmoid"),
     "cr_distance": ("mse", "kl"),
     "lr_policy": ("step", "poly"),
     "pgl_proto_term_sign": (1, -1),
     "perturbation": ("none", "gaussian"),
     "device": ("auto", "cpu", "cuda"),
-    "amp": ("none", "bf16", "fp16"),
+    "amp": ("auto", "none", "bf16", "fp16"),
+    "channels_last": (True, False, "auto"),
+    "cache_volumes": (True, False, "auto"),
     "eval_subnet": ("both", "a", "b"),
 }
+
+#: keys that take true, false or "auto"
+_TRISTATE = ("channels_last", "cache_volumes")
 
 #: key -> (low, high, low inclusive, high inclusive)
 _RANGES: dict[str, tuple[float, float, bool, bool]] = {
@@ -94,6 +104,8 @@ class TrainConfig:
     T: float = 0.5
     alpha: float = 70.0
     tau_cps: float = 0.6
+    cps_target: str = "threshold"  #: threshold (literal) | argmax | confident (see losses.cce)
+    pl_rampup: str = "none"  #: ramp of CPS, EFS and UE: none (weight 1) | sigmoid (to 1)
     perturbation: str = "none"  #: per-net input perturbation (off in the paper's code)
     noise_std: float = 0.1
     # -- optimisation -------------------------------------------------------------------
@@ -114,8 +126,9 @@ class TrainConfig:
     seed: int = 1337
     num_workers: int = 2
     device: str = "auto"
-    amp: str = "none"
-    channels_last: bool = False
+    amp: str = "none"  #: auto | none (float32) | bf16 | fp16 (see semiseg3d.accel)
+    channels_last: bool | str = False  #: true | false | auto (see semiseg3d.accel)
+    cache_volumes: bool | str = "auto"  #: keep training volumes in memory (auto: if <= 4 GiB)
     checkpoint_every: int = 500
     # -- evaluation ---------------------------------------------------------------------
     eval_subnet: str = "both"
@@ -133,6 +146,14 @@ class TrainConfig:
 
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
     where = f"{source}: key '{name}'"
+    if name in _TRISTATE:
+        if (
+            value not in (True, False, "auto")
+            or isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
+            raise InputError(f"{where} must be true, false or auto, got {value!r}")
+        return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise InputError(f"{where} must be true or false, got {value!r}")
@@ -187,10 +208,14 @@ def _validate(cfg: TrainConfig) -> None:
         raise InputError("config keys 'labeled' and 'labeled_ratio' are exclusive; set one")
     for name in ("patch", "stride"):
         if any(v < 1 for v in getattr(cfg, name)):
-            raise InputError(f"config key '{name}' must be positive, got {list(getattr(cfg, name))}")
+            raise InputError(
+                f"config key '{name}' must be positive, got {list(getattr(cfg, name))}"
+            )
     bad = [v for v in cfg.patch if v % 16]
     if bad:
-        raise InputError(f"config key 'patch' = {list(cfg.patch)}: every axis must be a multiple of 16")
+        raise InputError(
+            f"config key 'patch' = {list(cfg.patch)}: every axis must be a multiple of 16"
+        )
     if list(cfg.lr_steps) != sorted(cfg.lr_steps):
         raise InputError(f"config key 'lr_steps' must be increasing, got {list(cfg.lr_steps)}")
     if cfg.method == "dual" and cfg.batch_unlabeled < 1:
@@ -207,12 +232,20 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         try:
             out[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            raise InputError(f"--set {item!r}: value is not valid YAML ({exc.__class__.__name__})") from exc
+            raise InputError(
+                f"--set {item!r}: value is not valid YAML ({exc.__class__.__name__})"
+            ) from exc
     return out
 
 
 def config_from_mapping(data: dict[str, Any], source: str = "config") -> TrainConfig:
-    """Build a validated :class:`TrainConfig` from a mapping; ``source`` names it in errors."""
+    """Build a validated :class:`TrainConfig` from a mapping; ``source`` names it in errors.
+
+    A ``runtime`` key (what a finished run resolved ``device``, ``amp`` and
+    ``channels_last`` to, written into the run's ``config.yaml``) is a record, not a
+    setting, and is ignored.
+    """
+    data = {k: v for k, v in data.items() if k != RUNTIME_KEY}
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -258,5 +291,7 @@ def labeled_count(cfg: TrainConfig, n_train: int) -> int:
     else:
         n = n_train
     if not 1 <= n <= n_train:
-        raise InputError(f"config: labeled count {n} is outside [1, {n_train}] (training list size)")
+        raise InputError(
+            f"config: labeled count {n} is outside [1, {n_train}] (training list size)"
+        )
     return n

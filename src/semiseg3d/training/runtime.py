@@ -1,9 +1,9 @@
 """Runtime of a training run: device, mixed precision, memory format, and feedback.
 
 - :func:`resolve_device`: ``cfg.device`` (auto / cpu / cuda) -> a ``torch.device``.
-- :class:`Precision`: autocast dtype and ``GradScaler`` for ``cfg.amp`` on CUDA; on CPU
-  mixed precision is switched off (and the run log says so).
-- :func:`to_channels_last`: ``torch.channels_last_3d`` for models and 5-D inputs on CUDA.
+- :class:`Precision`: ``cfg.amp`` / ``cfg.channels_last`` resolved for the device by
+  :func:`semiseg3d.accel.resolve_acceleration` (bf16 autocast on CUDA and on CPUs with
+  AVX-512 BF16 / AMX under ``auto``), plus the ``GradScaler`` (fp16 only).
 - :class:`RunFeedback`: the plain log ``DIR/train.log``, a tqdm progress bar on stderr
   (it/s and ETA; off when stderr is not a terminal, then a log line every
   ``log_every`` iterations instead), and per-iteration values through dvclive in
@@ -24,13 +24,13 @@ from typing import Any
 
 import torch
 
+from semiseg3d.accel import Acceleration, resolve_acceleration
 from semiseg3d.errors import InputError
 from semiseg3d.training.config import TrainConfig
 
 __all__ = [
     "resolve_device",
     "Precision",
-    "to_channels_last",
     "RunFeedback",
     "LOG_NAME",
     "LIVE_NAME",
@@ -55,44 +55,40 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
 
 @dataclass
 class Precision:
-    """Mixed precision of a run.
+    """Mixed precision and memory format of a run (:mod:`semiseg3d.accel`).
 
     Attributes:
-        device: the run's device.
-        dtype: autocast dtype (``torch.bfloat16`` / ``torch.float16``) or None (fp32).
+        accel: the resolved :class:`~semiseg3d.accel.Acceleration` (device, autocast dtype
+            or None for float32, channels-last 3D or not).
         scaler: a ``torch.amp.GradScaler`` (enabled for fp16 only; a disabled scaler is a
             no-op that still has a state dict).
     """
 
-    device: torch.device
-    dtype: torch.dtype | None
+    accel: Acceleration
     scaler: torch.amp.GradScaler
+
+    @property
+    def device(self) -> torch.device:
+        return self.accel.device
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return self.accel.dtype
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, device: torch.device) -> Precision:
-        """``cfg.amp`` on CUDA; fp32 on CPU whatever ``cfg.amp`` says."""
-        dtype = None
-        if device.type == "cuda" and cfg.amp != "none":
-            dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
-        enabled = dtype == torch.float16
-        scaler = torch.amp.GradScaler(device.type, enabled=enabled)
-        return cls(device=device, dtype=dtype, scaler=scaler)
+        """``cfg.amp`` and ``cfg.channels_last`` resolved for ``device`` (CPU and CUDA alike).
+
+        Raises:
+            InputError: ``amp: fp16`` on a CPU.
+        """
+        accel = resolve_acceleration(cfg.amp, cfg.channels_last, device)
+        scaler = torch.amp.GradScaler(device.type, enabled=accel.dtype == torch.float16)
+        return cls(accel=accel, scaler=scaler)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Autocast context for the forward pass (a no-op in fp32)."""
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
-
-
-def to_channels_last(x: Any, enabled: bool) -> Any:
-    """``x.to(memory_format=torch.channels_last_3d)`` for a module or a 5-D tensor when
-    ``enabled``; ``x`` unchanged otherwise."""
-    if not enabled:
-        return x
-    if isinstance(x, torch.Tensor) and x.dim() != 5:
-        return x
-    return x.to(memory_format=torch.channels_last_3d)
+        return self.accel.autocast()
 
 
 def _truncate_tsv(path: Path, keep_below: int) -> None:

@@ -42,10 +42,10 @@ import torch
 import yaml
 from torch import nn
 
-from semiseg3d.data.dataset import VolumeDataset, make_loader
+from semiseg3d.data.dataset import VolumeDataset, cache_fits, make_loader
 from semiseg3d.data.sampler import TwoStreamBatchSampler
 from semiseg3d.data.transforms import gaussian_perturbation
-from semiseg3d.data.volumes import read_list
+from semiseg3d.data.volumes import case_path, read_list
 from semiseg3d.errors import InputError, Semiseg3dError, TrainingError
 from semiseg3d.io.atomic import write_text_atomic
 from semiseg3d.models import DualNet, VNet
@@ -58,8 +58,13 @@ from semiseg3d.training.checkpoint import (
     save_checkpoint,
     save_final,
 )
-from semiseg3d.training.config import TrainConfig, config_from_mapping, labeled_count
-from semiseg3d.training.runtime import Precision, RunFeedback, resolve_device, to_channels_last
+from semiseg3d.training.config import (
+    RUNTIME_KEY,
+    TrainConfig,
+    config_from_mapping,
+    labeled_count,
+)
+from semiseg3d.training.runtime import Precision, RunFeedback, resolve_device
 from semiseg3d.training.seeding import (
     capture_rng_state,
     derive_seed,
@@ -192,7 +197,7 @@ class _Run:
         self._build_data()
         self.model, self.nets = _build_networks(cfg)
         self.model.to(self.device)
-        self.model = to_channels_last(self.model, cfg.channels_last and self.device.type == "cuda")
+        self.model = self.precision.accel.prepare(self.model)
         self.model.train()
         self.optimizers = {
             name: torch.optim.SGD(
@@ -241,12 +246,26 @@ class _Run:
         else:
             ids, n_u, bu = train_ids[:n_l], 0, 0
         self.n_labeled, self.n_unlabeled = n_l, n_u
+        paths = [case_path(data, c) for c in ids]
+        cache = cfg.cache_volumes
+        if cache == "auto":
+            cache = cache_fits(paths, cfg.downsample)
         self.dataset = VolumeDataset(
-            data, ids, cfg.patch, downsample=cfg.downsample, with_label=cfg.method == "suponly"
+            data,
+            ids,
+            cfg.patch,
+            downsample=cfg.downsample,
+            with_label=cfg.method == "suponly",
+            cache=bool(cache),
         )
+        self.dataset.preload()
         self.sampler = TwoStreamBatchSampler(
             range(n_l), range(n_l, n_l + n_u), cfg.batch_labeled, bu, seed=cfg.seed
         )
+
+    def runtime_record(self) -> dict[str, Any]:
+        """What this session resolved: device, precision, channels_last, volume cache."""
+        return {**self.precision.accel.describe(), "cache_volumes": self.dataset.cache}
 
     # -- state ----------------------------------------------------------------------------
     def restore(self, loader_gen: torch.Generator) -> None:
@@ -289,7 +308,7 @@ class _Run:
         cfg = self.cfg
         if cfg.perturbation == "gaussian":
             x = gaussian_perturbation(x, cfg.noise_std, 2.0 * cfg.noise_std, self.noise_gen)
-        return to_channels_last(x, cfg.channels_last and self.device.type == "cuda")
+        return self.precision.accel.prepare(x)
 
     def step(self, t: int, batch: dict[str, Any]) -> dict[str, float]:
         """Run iteration ``t`` on ``batch``; return the logged values."""
@@ -319,7 +338,9 @@ class _Run:
         out_b = (out_b[0].float(), out_b[1].float())
         if cfg.method == "dual":
             out_a = (out_a[0].float(), out_a[1].float())
-            loss_a, loss_b, terms = dual_objective(out_a, out_b, label_l, cfg, t, self.pgl_gen)
+            loss_a, loss_b, terms = dual_objective(
+                out_a, out_b, label_l, cfg, t, self.pgl_gen, diagnostics=True
+            )
             total = loss_a + loss_b
         else:
             total, terms = suponly_objective(out_b, label_l)
@@ -387,6 +408,8 @@ def train(
         return TrainResult(out_dir=out, iteration=cfg.iterations, finished=True, skipped=True)
     stop = _stop_after(stop_after)
     run = _Run(cfg, out, progress)
+    record = {**cfg.to_dict(), RUNTIME_KEY: run.runtime_record()}
+    write_text_atomic(out / CONFIG_NAME, yaml.safe_dump(record, sort_keys=False))
     result = TrainResult(out_dir=out, iteration=run.start, finished=False, resumed_from=run.start)
     with run.feedback.session() as fb:
         loader = make_loader(
@@ -401,8 +424,11 @@ def train(
         # The loader generator is saved as it is before this session's iterator draws the
         # worker base seed, so an uninterrupted and a resumed run store the same state.
         loader_state = loader_gen.get_state()
-        if run.device.type == "cpu" and cfg.amp != "none":
-            fb.info(f"amp '{cfg.amp}' ignored on CPU: training in float32")
+        accel = run.precision.accel
+        fb.info(
+            f"precision {accel.precision} (amp '{cfg.amp}'), channels_last "
+            f"{'on' if accel.channels_last else 'off'} (config '{cfg.channels_last}') on {accel.device}"
+        )
         verb = f"resuming at iteration {run.start}" if run.start else "starting"
         fb.info(
             f"{verb}: method {cfg.method}, mode {cfg.mode}, {run.n_labeled} labeled + "

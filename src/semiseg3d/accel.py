@@ -1,0 +1,146 @@
+"""What the hardware can do fast: mixed precision and memory format for a device.
+
+Training (:mod:`semiseg3d.training.runtime`), ``semiseg3d test`` and ``semiseg3d predict``
+resolve the config keys ``amp`` and ``channels_last`` here, once, into an
+:class:`Acceleration`:
+
+- ``amp: auto`` -> bfloat16 autocast where the device computes it natively (a CUDA GPU with
+  bf16 support; a CPU with AVX-512 BF16 or AMX, on which oneDNN runs bf16 3-D convolutions),
+  float32 elsewhere. ``bf16`` / ``fp16`` force a dtype; ``none`` is float32.
+- ``channels_last: auto`` -> ``torch.channels_last_3d`` whenever autocast is on, or on CUDA;
+  float32 on a CPU stays in the default (contiguous) format, the reference path.
+
+Losses are always computed in float32 (the objective disables autocast), and inference
+accumulates window probabilities in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from semiseg3d.errors import InputError
+
+__all__ = [
+    "AMP_CHOICES",
+    "Acceleration",
+    "cpu_supports_bf16",
+    "cuda_supports_bf16",
+    "resolve_acceleration",
+]
+
+AMP_CHOICES = ("auto", "none", "bf16", "fp16")
+_DTYPE_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+@functools.cache
+def cpu_supports_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (AVX-512 BF16 or AMX-BF16).
+
+    Asks oneDNN through PyTorch first; falls back to the flags in ``/proc/cpuinfo``.
+    """
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if probe is not None:
+        with contextlib.suppress(Exception):
+            return bool(probe())
+    with contextlib.suppress(OSError):
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def cuda_supports_bf16() -> bool:
+    """True when CUDA is available and its current device supports bfloat16."""
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+@dataclass(frozen=True)
+class Acceleration:
+    """The resolved precision and memory format of a run on one device.
+
+    Attributes:
+        device: where the networks run.
+        dtype: autocast dtype (``torch.bfloat16`` / ``torch.float16``) or None (float32).
+        channels_last: models and 5-D inputs in ``torch.channels_last_3d``.
+        amp: the config value this came from (``auto``, ``none``, ``bf16``, ``fp16``).
+    """
+
+    device: torch.device
+    dtype: torch.dtype | None
+    channels_last: bool
+    amp: str = "none"
+
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``bf16`` or ``fp16``."""
+        return _DTYPE_NAMES[self.dtype]
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Autocast context for forward passes (a no-op in float32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def prepare(self, x: Any) -> Any:
+        """A module or 5-D tensor in the resolved memory format (others unchanged)."""
+        if not self.channels_last:
+            return x
+        if isinstance(x, torch.Tensor) and x.dim() != 5:
+            return x
+        return x.to(memory_format=torch.channels_last_3d)
+
+    def describe(self) -> dict[str, Any]:
+        """Plain values for logs and ``config.yaml``: device, precision, channels_last."""
+        return {
+            "device": str(self.device),
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+        }
+
+
+def resolve_acceleration(
+    amp: str, channels_last: bool | str, device: torch.device | str
+) -> Acceleration:
+    """Resolve the config keys ``amp`` and ``channels_last`` for ``device``.
+
+    Args:
+        amp: ``auto`` | ``none`` | ``bf16`` | ``fp16``.
+        channels_last: True, False or ``"auto"``.
+        device: the device the networks run on.
+
+    Returns:
+        An :class:`Acceleration`.
+
+    Raises:
+        InputError: an unknown value, or ``fp16`` on a CPU (no fast float16 path there;
+            use ``bf16`` or ``auto``).
+    """
+    dev = torch.device(device)
+    if amp not in AMP_CHOICES:
+        raise InputError(f"config key 'amp' must be one of {list(AMP_CHOICES)}, got {amp!r}")
+    if channels_last not in (True, False, "auto"):
+        raise InputError(
+            f"config key 'channels_last' must be true, false or auto, got {channels_last!r}"
+        )
+    dtype: torch.dtype | None
+    if amp == "auto":
+        fast = cuda_supports_bf16() if dev.type == "cuda" else cpu_supports_bf16()
+        dtype = torch.bfloat16 if fast and dev.type in ("cpu", "cuda") else None
+    elif amp == "bf16":
+        dtype = torch.bfloat16
+    elif amp == "fp16":
+        if dev.type != "cuda":
+            raise InputError("config key 'amp' = 'fp16' needs CUDA; on a CPU use 'bf16' or 'auto'")
+        dtype = torch.float16
+    else:
+        dtype = None
+    if channels_last == "auto":
+        cl = dtype is not None or dev.type == "cuda"
+    else:
+        cl = bool(channels_last)
+    return Acceleration(device=dev, dtype=dtype, channels_last=cl, amp=amp)
