@@ -34,6 +34,7 @@ parameter gradient becomes non-finite.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,8 @@ class TrainResult:
         resumed_from: iteration of the checkpoint this session started from (0 = fresh).
         seconds: training seconds of the whole run (all sessions).
         history: per-iteration values logged in this session (term name -> float), in order.
+        iteration_seconds: wall seconds of each iteration of this session (loading the
+            batch, the step and its logging), in order.
     """
 
     out_dir: Path
@@ -100,6 +103,7 @@ class TrainResult:
     resumed_from: int = 0
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
+    iteration_seconds: list[float] = field(default_factory=list)
 
 
 def resolve_lists(cfg: TrainConfig) -> tuple[Path, Path, Path]:
@@ -437,6 +441,7 @@ def train(
         )
         last: dict[str, float] = {}
         t = run.start
+        tick = time.monotonic()
         for batch in loader:
             if stop is not None and t >= stop:
                 break
@@ -449,6 +454,9 @@ def train(
             result.iteration = t
             result.history.append(last)
             fb.iteration(t - 1, last)
+            now = time.monotonic()
+            result.iteration_seconds.append(now - tick)
+            tick = now
             if t % cfg.checkpoint_every == 0 or t == cfg.iterations:
                 run.save(t, loader_state, last)
         result.seconds = fb.elapsed

@@ -1,0 +1,340 @@
+"""Speed of training and sliding-window inference: float32 eager against the fast path.
+
+Everything is measured in this one process, on the same inputs, one after the other, so
+the ratios compare like with like (run it alone: other jobs on the same cores distort it).
+
+Training (real LA scans from ``--data``, through :func:`semiseg3d.training.trainer.train`,
+i.e. data loading, the step and its logging): seconds per iteration of ``paper`` mode,
+``code_faithful`` mode and SupOnly, for
+
+- ``fp32``: ``amp: none``, ``channels_last: false`` (the reference; the project's path
+  before the speed work), and
+- ``fast``: ``amp: auto``, ``channels_last: auto`` (bf16 autocast and channels-last 3D where
+  the device supports bf16; float32 elsewhere),
+
+at the LA-lite patch (64 x 64 x 32 on the halved volumes) and at the paper's 112 x 112 x 80
+(full-resolution volumes). The first ``--warmup`` iterations of each run are dropped.
+
+Inference: the trained run ``--run`` (any finished dual run folder, e.g. one of
+``bench/la_lite.py``) predicts ``--cases`` LA-lite test volumes with the sliding window
+at stride 9 x 9 x 2, three ways: the pre-speed-work implementation kept here
+(:func:`legacy_sliding_window_probs`, float32; the time reference), today's implementation
+in float32 (its argmax must equal the legacy one on every voxel) and today's fast path
+(bf16 + channels-last; per-case Dice of its mask against the float32 mask is reported).
+
+Output: a table on stdout and ``reports/bench/speed.csv`` (what, patch, precision, seconds,
+ratio, machine, date), rows of this run replacing earlier rows with the same (what, patch,
+precision, machine). On CUDA the training rows also get an MFU column: true MACs of the step
+(3 x the forward MACs of ``semiseg3d complexity`` per sample, forward + backward) per
+second, against ``--peak-tflops`` (dense bf16 peak of the GPU).
+
+Usage::
+
+    python bench/speed.py --run results/bench/la_lite/val/paper_literal_s1337_it600
+    python bench/speed.py --skip-inference --iterations 3 --patches lite
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from semiseg3d.accel import resolve_acceleration
+from semiseg3d.data.dataset import VolumeDataset
+from semiseg3d.inference.sliding_window import (
+    ProbFn,
+    pad_to_patch,
+    predict_label,
+    sliding_window_probs,
+    softmax_ensemble,
+    window_grid,
+)
+from semiseg3d.inference.test_run import load_trained
+from semiseg3d.paths import repo_root, shared_dir
+from semiseg3d.training.config import config_from_mapping
+from semiseg3d.training.trainer import train
+
+COLUMNS = ("what", "patch", "precision", "seconds", "ratio", "mfu", "machine", "date")
+PATCHES = {"lite": ((64, 64, 32), 2), "paper": ((112, 112, 80), 1)}
+METHODS = {
+    "paper": {"method": "dual", "mode": "paper"},
+    "code_faithful": {"method": "dual", "mode": "code_faithful"},
+    "suponly": {"method": "suponly"},
+}
+PATHS = {
+    "fp32": {"amp": "none", "channels_last": False},
+    "fast": {"amp": "auto", "channels_last": "auto"},
+}
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu {platform.machine()} {torch.get_num_threads()} threads"
+
+
+# -- training -------------------------------------------------------------------------------
+
+
+def train_seconds(
+    data: Path, method: str, path: str, patch: Sequence[int], downsample: int, n: int, warmup: int
+) -> tuple[float, str]:
+    """Mean seconds per iteration after ``warmup`` iterations, and the precision used."""
+    mapping = {
+        "data_dir": str(data),
+        "labeled": 8,
+        "patch": list(patch),
+        "downsample": downsample,
+        "iterations": n + warmup,
+        "checkpoint_every": 10_000,
+        "num_workers": 0,
+        "seed": 1337,
+        **METHODS[method],
+        **PATHS[path],
+    }
+    cfg = config_from_mapping(mapping, f"bench/speed.py ({method}, {path})")
+    tmp = Path(tempfile.mkdtemp(prefix="speed_"))
+    try:
+        result = train(cfg, tmp / "run", stop_after=n + warmup, progress=False)
+        import yaml
+
+        runtime = yaml.safe_load((tmp / "run" / "config.yaml").read_text())["runtime"]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    times = result.iteration_seconds[warmup:]
+    return float(np.mean(times)), runtime["precision"]
+
+
+def step_macs(method: str, patch: Sequence[int]) -> float:
+    """True MACs of one training step (forward x 3 for forward + backward), whole batch."""
+    from semiseg3d.models import DualNet, VNet
+    from semiseg3d.models.complexity import true_macs
+
+    dual = METHODS[method]["method"] == "dual"
+    model = DualNet() if dual else VNet()
+    nets = [model.resnet, model.vnet] if dual else [model]
+    batch = 4 if dual else 2
+    return 3.0 * batch * sum(true_macs(net, tuple(patch)) for net in nets)
+
+
+# -- inference --------------------------------------------------------------------------------
+
+
+def legacy_sliding_window_probs(
+    prob_fn: ProbFn,
+    image: np.ndarray,
+    patch: Sequence[int],
+    stride: Sequence[int],
+    batch_size: int = 4,
+) -> np.ndarray:
+    """The sliding window as it was before the speed work (float32, windows stacked with
+    ``torch.stack`` per batch, contiguous memory): the reference for time and equality."""
+    padded, pad_widths = pad_to_patch(np.asarray(image), patch)
+    corners = window_grid(padded.shape, patch, stride)
+    px, py, pz = patch
+    with torch.inference_mode():
+        volume = torch.as_tensor(np.ascontiguousarray(padded, dtype=np.float32))
+        score = torch.zeros((2, *padded.shape), dtype=torch.float32)
+        count = torch.zeros(padded.shape, dtype=torch.float32)
+        for start in range(0, len(corners), batch_size):
+            chunk = corners[start : start + batch_size]
+            x = torch.stack([volume[a : a + px, b : b + py, c : c + pz] for a, b, c in chunk])
+            probs = prob_fn(x.unsqueeze(1)).float()
+            for i, (a, b, c) in enumerate(chunk):
+                score[:, a : a + px, b : b + py, c : c + pz] += probs[i]
+                count[a : a + px, b : b + py, c : c + pz] += 1.0
+        result = (score / count).numpy()
+    index = [slice(None)]
+    for (left, right), n in zip(pad_widths, result.shape[1:], strict=True):
+        index.append(slice(left, n - right))
+    return result[tuple(index)]
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.count_nonzero((a == 1) & (b == 1))
+    total = np.count_nonzero(a == 1) + np.count_nonzero(b == 1)
+    return 1.0 if total == 0 else 2.0 * inter / total
+
+
+def inference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    cfg, nets = load_trained(args.run)
+    members = [nets["resnet"], nets["vnet"]] if cfg.method == "dual" else [nets["vnet"]]
+    data = Path(args.data)
+    ids = [s for s in (data / "test.list").read_text().split() if s][: args.cases]
+    ds = VolumeDataset(data, ids, cfg.patch, downsample=cfg.downsample, with_label=True)
+    volumes = [ds.volume(i).image for i in range(len(ids))]
+    stride = tuple(args.stride)
+    n_windows = sum(
+        len(window_grid(pad_to_patch(v, cfg.patch)[0].shape, cfg.patch, stride)) for v in volumes
+    )
+    print(f"inference: {len(ids)} volumes, {n_windows} windows, patch {cfg.patch}, stride {stride}")
+
+    prob_fn = softmax_ensemble(members)
+    t0 = time.perf_counter()
+    legacy = [
+        predict_label(legacy_sliding_window_probs(prob_fn, v, cfg.patch, stride)) for v in volumes
+    ]
+    t_legacy = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    today32 = [
+        predict_label(sliding_window_probs(prob_fn, v, cfg.patch, stride, batch_size=4))
+        for v in volumes
+    ]
+    t_today32 = time.perf_counter() - t0
+    differing = sum(int(np.count_nonzero(a != b)) for a, b in zip(legacy, today32, strict=True))
+
+    accel = resolve_acceleration("auto", "auto", "cpu")
+    for net in members:
+        accel.prepare(net)
+    t0 = time.perf_counter()
+    fast = [
+        predict_label(
+            sliding_window_probs(
+                prob_fn,
+                v,
+                cfg.patch,
+                stride,
+                batch_size=4,
+                amp_dtype=accel.dtype,
+                channels_last=accel.channels_last,
+            )
+        )
+        for v in volumes
+    ]
+    t_fast = time.perf_counter() - t0
+    dices = [dice(a, b) for a, b in zip(fast, today32, strict=True)]
+    print(
+        f"inference: fp32 argmax differs from the legacy path at {differing} voxels; "
+        f"{accel.precision} vs fp32 per-case Dice: min {min(dices):.5f}, mean {np.mean(dices):.5f}"
+    )
+    n = len(ids)
+    what = f"test volume ({n} LA-lite, stride {'x'.join(map(str, stride))})"
+    patch = "x".join(map(str, cfg.patch))
+    return [
+        {
+            "what": what,
+            "patch": patch,
+            "precision": "fp32 legacy",
+            "seconds": t_legacy / n,
+            "ratio": 1.0,
+        },
+        {
+            "what": what,
+            "patch": patch,
+            "precision": "fp32",
+            "seconds": t_today32 / n,
+            "ratio": t_legacy / t_today32,
+        },
+        {
+            "what": what,
+            "patch": patch,
+            "precision": accel.precision + (" cl" if accel.channels_last else ""),
+            "seconds": t_fast / n,
+            "ratio": t_legacy / t_fast,
+        },
+    ]
+
+
+# -- table ------------------------------------------------------------------------------------
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    stamp = {"machine": machine(), "date": dt.date.today().isoformat()}
+    rows = [{**{"mfu": ""}, **r, **stamp} for r in rows]
+    keys = {(r["what"], r["patch"], r["precision"], r["machine"]) for r in rows}
+    kept: list[dict[str, Any]] = []
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as f:
+            kept = [
+                r
+                for r in csv.DictReader(f)
+                if (r["what"], r["patch"], r["precision"], r["machine"]) not in keys
+            ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for r in [*kept, *rows]:
+            r = dict(r)
+            for k in ("seconds", "ratio"):
+                if isinstance(r[k], float):
+                    r[k] = f"{r[k]:.3f}"
+            writer.writerow(r)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(shared_dir() / "data" / "LA"))
+    p.add_argument("--run", default="", help="trained run folder for the inference rows")
+    p.add_argument("--cases", type=int, default=20, help="test volumes for the inference rows")
+    p.add_argument("--stride", type=int, nargs=3, default=(9, 9, 2))
+    p.add_argument("--iterations", type=int, default=5, help="timed iterations (LA-lite patch)")
+    p.add_argument("--paper-iterations", type=int, default=2, help="timed iterations (112x112x80)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--patches", nargs="+", default=["lite", "paper"], choices=list(PATCHES))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--skip-inference", action="store_true")
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="GPU dense bf16 peak (MFU)")
+    p.add_argument("--csv", default=str(repo_root() / "reports" / "bench" / "speed.csv"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(f"speed: {vars(args)} on {machine()}", flush=True)
+    rows: list[dict[str, Any]] = []
+    for key in args.patches:
+        patch, downsample = PATCHES[key]
+        n = args.iterations if key == "lite" else args.paper_iterations
+        for method in args.methods:
+            ref = None
+            for path in ("fp32", "fast"):
+                seconds, precision = train_seconds(
+                    Path(args.data), method, path, patch, downsample, n, args.warmup
+                )
+                ref = seconds if ref is None else ref
+                row = {
+                    "what": f"train iteration {method}",
+                    "patch": "x".join(map(str, patch)),
+                    "precision": precision if path == "fast" else "fp32 eager",
+                    "seconds": seconds,
+                    "ratio": ref / seconds,
+                }
+                if torch.cuda.is_available() and args.peak_tflops > 0:
+                    row["mfu"] = (
+                        f"{step_macs(method, patch) * 2 / seconds / (args.peak_tflops * 1e12):.3f}"
+                    )
+                rows.append(row)
+                print(
+                    f"{row['what']:32s} {row['patch']:>10s} {row['precision']:>12s} "
+                    f"{seconds:8.3f} s  x{row['ratio']:.2f}",
+                    flush=True,
+                )
+    if args.run and not args.skip_inference:
+        for row in inference_rows(args):
+            rows.append(row)
+            print(
+                f"{row['what']:32s} {row['patch']:>10s} {row['precision']:>12s} "
+                f"{row['seconds']:8.3f} s  x{row['ratio']:.2f}",
+                flush=True,
+            )
+    write_rows(rows, Path(args.csv))
+    print(f"wrote {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
