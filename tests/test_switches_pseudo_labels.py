@@ -129,3 +129,20 @@ def test_diagnostics_are_logged_only_when_asked() -> None:
     assert diag["diag_fg_true_l"].item() == pytest.approx((y == 1).float().mean().item())
     for name in ("diag_fg_a_u", "diag_fg_b_u", "diag_cps_fg", "diag_efs_ignored", "diag_efs_fg"):
         assert 0.0 <= diag[name].item() <= 1.0
+
+
+def test_unlabeled_truth_by_hand() -> None:
+    from semiseg3d.training.trainer import unlabeled_truth
+
+    # 1 labeled + 1 unlabeled sample of 4 voxels; truth of the unlabeled one: [1, 1, 0, 0]
+    label_u = torch.tensor([[1, 1, 0, 0]]).reshape(1, 4, 1, 1)
+    za = torch.zeros(2, 2, 4, 1, 1)
+    za[1, 1, :, 0, 0] = torch.tensor([1.0, -1.0, 1.0, -1.0])  # A predicts [1, 0, 1, 0]
+    zb = torch.zeros(2, 2, 4, 1, 1)
+    zb[1, 1, :, 0, 0] = torch.tensor([1.0, 1.0, -1.0, -1.0])  # B predicts the truth
+    got = unlabeled_truth(za, zb, label_u)
+    assert got["diag_fg_true_u"].item() == 0.5
+    assert got["diag_dice_a_u"].item() == pytest.approx(2 * 1 / (2 + 2))
+    assert got["diag_dice_b_u"].item() == 1.0
+    missing = unlabeled_truth(za, zb, torch.full_like(label_u, -1))
+    assert all(math.isnan(v.item()) for v in missing.values())
