@@ -59,8 +59,10 @@ def _nets(logit_shift: float = 0.0) -> tuple[Tiny, Tiny]:
     return Tiny(1, logit_shift), Tiny(2, logit_shift)
 
 
-# alpha = 20 makes the uncertain set large enough that n = floor(|U_f| / 100) >= 1
-PAPER = TrainConfig(alpha=20.0)
+# alpha = 20 makes the uncertain set large enough that n = floor(|U_f| / 100) >= 1; the
+# pseudo-label terms at weight 1 with the literal CPS target (the formulas below assume it;
+# tests/test_switches_pseudo_labels.py covers cps_target and pl_rampup)
+PAPER = TrainConfig(alpha=20.0, cps_target="threshold", pl_rampup="none")
 CODE = TrainConfig(mode="code_faithful", alpha=20.0)
 
 

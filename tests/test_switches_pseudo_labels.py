@@ -71,7 +71,7 @@ def test_cps_unknown_target_is_an_error() -> None:
 
 
 def test_pseudo_label_weight_by_hand() -> None:
-    none = TrainConfig()
+    none = TrainConfig(pl_rampup="none")
     ramp = TrainConfig(pl_rampup="sigmoid", rampup_length=40, rampup_unit=15)
     assert pseudo_label_weight(none, 0) == 1.0 and pseudo_label_weight(none, 599) == 1.0
     assert pseudo_label_weight(ramp, 0) == pytest.approx(math.exp(-5.0))
@@ -89,7 +89,8 @@ def _objective(cfg: TrainConfig, t: int = 300):
     return (la + lb).detach(), terms
 
 
-BASE = TrainConfig(alpha=20.0)
+# the paper read literally, so that each switch below is a change from it
+BASE = TrainConfig(alpha=20.0, cps_target="threshold", pl_rampup="none")
 
 
 def test_ramp_scales_exactly_cps_efs_and_ue() -> None:
