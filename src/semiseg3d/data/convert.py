@@ -45,6 +45,7 @@ from semiseg3d.data.convert_custom import (
     case_rng,
     load_options,
     prepare_case,
+    split_record,
 )
 from semiseg3d.errors import InputError
 from semiseg3d.io.atomic import atomic_dir
@@ -252,6 +253,7 @@ def convert_dataset(
                 opts,
                 layout=conv.layout,
                 lists={k: len(v) for k, v in found.lists.items()},
+                split=found.split or split_record(opts),
                 n_labeled_train=n_labeled_train,
                 notes=found.notes,
                 cases=records,
