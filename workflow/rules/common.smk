@@ -39,7 +39,9 @@ SOURCE = ", ".join([PARAMS_FILE, *OVERLAYS])
 # are written by `semiseg3d run-config` from the files, which would not see it.
 _CLI_CONFIG = dict(workflow.config_settings.config or {})
 _FROM_FILES = rc.load_params(PARAMS_FILE, OVERLAYS)
-_CHANGED = sorted(k for k in _CLI_CONFIG if _FROM_FILES.get(k, object()) != config.get(k))
+_CHANGED = sorted(
+    k for k in _CLI_CONFIG if _FROM_FILES.get(k, object()) != config.get(k)
+)
 if _CHANGED:
     raise WorkflowError(
         f"--config {', '.join(_CHANGED)}: settings cannot be changed with --config; put them "
