@@ -73,3 +73,26 @@ def test_hidden_temporaries_are_not_cases(tmp_path: Path) -> None:
     (tmp_path / ".case3.tmp").mkdir()
     (tmp_path / ".case3.tmp" / "mri_norm2.h5").write_bytes(b"")
     assert discover_cases(tmp_path) == ["case1", "case3"]
+
+
+def test_synth_and_convert_remove_what_a_killed_run_left(tmp_path: Path) -> None:
+    from semiseg3d.data.synthetic import SynthParams, write_dataset
+
+    out = tmp_path / "data" / "synthetic"
+    out.parent.mkdir(parents=True)
+    stale = out.parent / ".synthetic.k1ll.tmp"  # a killed atomic_dir write of the dataset
+    stale.mkdir()
+    (stale / "case_000.h5").write_bytes(b"\0" * 10)
+    write_dataset(out, SynthParams(n_train=2, n_test=1, shape=(16, 16, 16), seed=0))
+    assert not stale.exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["synthetic"]
+
+
+def test_report_removes_a_killed_staging_folder(tmp_path: Path) -> None:
+    from semiseg3d.cli import main as cli_main
+
+    runs, out = tmp_path / "runs", tmp_path / "reports"
+    runs.mkdir()
+    (out / ".report.abc.tmp" / "tables").mkdir(parents=True)
+    cli_main(["report", "--results", str(runs), "--out", str(out)])
+    assert not (out / ".report.abc.tmp").exists()
