@@ -30,7 +30,8 @@ fi
 if [ "$(id -u)" = 0 ] && command -v slurmctld >/dev/null; then
   if [ ! -d .slurm-plugins/snakemake_executor_plugin_slurm ]; then
     .venv/bin/python -m pip install -q --no-deps --target .slurm-plugins \
-      'snakemake-executor-plugin-slurm>=2.8,<3' 'throttler>=1.2.2,<2'
+      'snakemake-executor-plugin-slurm>=2.8,<3' 'snakemake-executor-plugin-slurm-jobstep>=0.6,<1' \
+      'throttler>=1.2.2,<2'
   fi
   export SEMISEG3D_SLURM_PLUGINS="$PWD/.slurm-plugins"
 fi
