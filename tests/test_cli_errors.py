@@ -169,6 +169,22 @@ def test_refused_start_does_not_block_the_corrected_command(
     assert (out / "model_final.pt").is_file()
 
 
+def test_bad_label_values_found_while_loading_leave_no_run_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_synthetic(tmp_path / "data")
+    with h5py.File(data / "case01.h5", "a") as f:  # only a full read finds this
+        label = f["label"][()]
+        label[1, 1, 1] = 3
+        f["label"][...] = label
+    out = tmp_path / "run"
+    cfg = _train_yaml(tmp_path, data, cache_volumes="auto")  # volumes read before training
+    code, stdout, err = _cli(["train", "--config", str(cfg), "--out", str(out)], capsys)
+    assert code == 2 and stdout == ""
+    assert _one_error_line(err, "train").endswith("label has values {3} outside {0, 1}")
+    assert not out.exists()
+
+
 # -- check-data and split: a labeled case needs a label ----------------------------------------
 
 

@@ -39,6 +39,7 @@ parameter gradient becomes non-finite.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -489,6 +490,7 @@ def train(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: run folder (--out) exists and is not a folder")
+    existed, had_config = out.is_dir(), (out / CONFIG_NAME).is_file()
     final = out / FINAL_NAME
     if out.is_dir():
         check_run_config(cfg, out, write=False)
@@ -501,9 +503,18 @@ def train(
     inputs = check_inputs(cfg)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_run_temps(out)
-    check_run_config(cfg, out)
+    # (compared above with what the folder held, if anything)
+    write_text_atomic(out / CONFIG_NAME, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     stop = _stop_after(stop_after)
-    run = _Run(cfg, out, progress, inputs)
+    try:
+        run = _Run(cfg, out, progress, inputs)
+    except Semiseg3dError:
+        # refused while reading the data (e.g. label values): leave the folder as it was
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        elif not had_config:
+            (out / CONFIG_NAME).unlink(missing_ok=True)
+        raise
     record = {**cfg.to_dict(), RUNTIME_KEY: run.runtime_record()}
     write_text_atomic(out / CONFIG_NAME, yaml.safe_dump(record, sort_keys=False))
     result = TrainResult(out_dir=out, iteration=run.start, finished=False, resumed_from=run.start)
