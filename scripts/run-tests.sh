@@ -20,6 +20,22 @@ fi
 .venv/bin/python -m pip install -q -e '.[test]'
 export PATH="$PWD/.venv/bin:$PATH"
 
+# The SLURM executor plugin lives outside the venv, in .slurm-plugins/, which only the
+# SLURM test puts on PYTHONPATH: snakemake imports every executor plugin it can see at
+# start-up, and this one runs `scontrol` while imported (9 s once the test cluster is
+# stopped). An older .venv that still holds it is cleaned.
+if .venv/bin/python -c "import snakemake_executor_plugin_slurm" 2>/dev/null; then
+  .venv/bin/python -m pip uninstall -q -y snakemake-executor-plugin-slurm >/dev/null
+fi
+if [ "$(id -u)" = 0 ] && command -v slurmctld >/dev/null; then
+  if [ ! -d .slurm-plugins/snakemake_executor_plugin_slurm ]; then
+    .venv/bin/python -m pip install -q --no-deps --target .slurm-plugins \
+      'snakemake-executor-plugin-slurm>=2.8,<3' 'snakemake-executor-plugin-slurm-jobstep>=0.6,<1' \
+      'throttler>=1.2.2,<2'
+  fi
+  export SEMISEG3D_SLURM_PLUGINS="$PWD/.slurm-plugins"
+fi
+
 # Bring up the local one-node SLURM cluster (idempotent); tests that need it skip when it
 # is absent. A cluster this script started is stopped again when the tests end.
 started_slurm=0

@@ -80,7 +80,7 @@ def _tensors(obj: object, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 def test_stopped_and_resumed_run_is_bit_identical(data: Path, tmp_path: Path) -> None:
-    cfg = tiny_config(data)
+    cfg = tiny_config(data, keep_checkpoint=True)  # keep the final state to compare it
     straight = train(cfg, tmp_path / "straight", progress=False)
     assert straight.finished and straight.iteration == 4
     # lr of every iteration: 0.01 up to t = 1, x0.1 after the steps of t = 1 and t = 2
@@ -165,3 +165,30 @@ def test_nonfinite_term_stops_paper_run_and_keeps_last_good_checkpoint(
     assert not (out / "model_final.pt").exists()
     assert "error: non-finite loss term 'sup_dice_b'" in (out / "train.log").read_text()
     assert trainer_mod.STOP_AFTER_ENV == "SEMISEG3D_STOP_AFTER"
+
+
+def test_finished_run_drops_its_checkpoint_unless_asked(data: Path, tmp_path: Path) -> None:
+    """A finished run keeps what evaluation, predict and the report need, not checkpoint.pt."""
+    cfg = tiny_config(data, method="suponly", iterations=3, checkpoint_every=2)
+    out = tmp_path / "run"
+    first = train(cfg, out, stop_after=2, progress=False)
+    assert not first.finished and (out / "checkpoint.pt").is_file()  # the resume point
+    # a killed checkpoint write and a killed final write left their temporaries
+    (out / ".checkpoint.pt.k1ll3d.tmp.pt").write_bytes(b"\0" * 1000)
+    (out / ".model_final.pt.k1ll3d.tmp.pt").write_bytes(b"\0" * 1000)
+    second = train(cfg, out, progress=False)
+    assert second.finished and second.resumed_from == 2
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["config.yaml", "live", "model_final.pt", "train.log"], names
+    # keep_checkpoint: true keeps it (the same run folder: the key does not change the run)
+    kept = train(
+        tiny_config(data, method="suponly", iterations=3, keep_checkpoint=True),
+        tmp_path / "kept",
+        progress=False,
+    )
+    assert kept.finished
+    assert load_checkpoint(tmp_path / "kept" / "checkpoint.pt")["iteration"] == 3
+    again = train(
+        tiny_config(data, method="suponly", iterations=3), tmp_path / "kept", progress=False
+    )
+    assert again.skipped and not (tmp_path / "kept" / "checkpoint.pt").exists()

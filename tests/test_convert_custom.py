@@ -113,6 +113,12 @@ def test_window_crop_and_lists(raw: Path, tmp_path: Path) -> None:
     assert sorted(train[:4] + test) == sorted(CORNERS)
     record = json.loads((out / "preprocess.json").read_text())
     assert record["n_labeled_train"] == 4
+    assert record["split"] == {
+        "source": "random",
+        "seed": 3,
+        "test_fraction": 0.2,
+        "val_fraction": 0.0,
+    }
     for case_id, corner in CORNERS.items():
         vol = load_volume(out / f"{case_id}.h5")
         assert vol.image.min() >= 0.0 and vol.image.max() <= 1.0
@@ -143,6 +149,10 @@ def test_split_file_resample_and_set(raw: Path, tmp_path: Path) -> None:
     assert read_list(out / "train.list") == ["c5", "c1", "c2", "u1", "u2"]
     assert read_list(out / "test.list") == ["c3"]
     assert read_list(out / "val.list") == ["c4"]
+    # preprocess.json says where the lists came from: the split file, not a random split
+    record = json.loads((out / "preprocess.json").read_text())
+    assert record["split"] == {"source": "file", "file": "split.yaml", "found_in": "raw folder"}
+    assert any("split.yaml" in note for note in record["notes"])
     vol = load_volume(out / "c1.h5")
     np.testing.assert_allclose(vol.spacing, (1.4, 1.6, 1.6))
     assert vol.shape == (15, 13, 20)  # round(30*0.7/1.4), round(26*0.8/1.6), 20

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from semiseg3d.cli import main as cli_main
-from semiseg3d.data.download import fetch_la, list_digest, read_checksums
+from semiseg3d.data.download import fetch_la, list_digest, read_checksums, staging_dir
 from semiseg3d.errors import InputError
 
 H5_DIR = "2018LA_Seg_Training Set"
@@ -57,6 +57,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body = data
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        cut = server.cut_short.pop(rel, None)  # type: ignore[attr-defined]
+        if cut is not None:  # promise the whole body, send a part, hang up
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:  # silence
@@ -89,6 +95,7 @@ def server(release: Path) -> Iterator[http.server.HTTPServer]:
     httpd.root = release  # type: ignore[attr-defined]
     httpd.requests = []  # type: ignore[attr-defined]
     httpd.ignore_range = False  # type: ignore[attr-defined]
+    httpd.cut_short = {}  # type: ignore[attr-defined]
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -124,7 +131,7 @@ def test_resume_from_truncated_part(
     server.ignore_range = ignore_range
     out = tmp_path / "out"
     full = (release / H5_DIR / CASES[0] / "mri_norm2.h5").read_bytes()
-    part = out / CASES[0] / "mri_norm2.h5.part"
+    part = staging_dir(out) / CASES[0] / "mri_norm2.h5.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(full[:1234])
     fetch_la(out, url_base=_url(server), checksums=tmp_path / "sums.txt", log=None)
@@ -152,7 +159,7 @@ def test_checksum_mismatch_names_file_and_removes_it(server, release: Path, tmp_
 
 def test_part_with_wrong_prefix_fails_then_recovers(server, release: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    part = out / CASES[0] / "mri_norm2.h5.part"
+    part = staging_dir(out) / CASES[0] / "mri_norm2.h5.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(b"\x00" * 100)  # not a prefix of the real file
     with pytest.raises(InputError, match="SHA-256 mismatch"):
@@ -162,6 +169,44 @@ def test_part_with_wrong_prefix_fails_then_recovers(server, release: Path, tmp_p
         out, url_base=_url(server), checksums=tmp_path / "sums.txt", log=None
     )  # rerun fixes it
     assert (out / "preprocess.json").is_file()
+
+
+def test_body_cut_short_resumes_with_range(server, release: Path, tmp_path: Path) -> None:
+    rel = f"{H5_DIR}/{CASES[0]}/mri_norm2.h5"
+    server.cut_short[rel] = 1500
+    out = tmp_path / "out"
+    fetch_la(out, url_base=_url(server), checksums=tmp_path / "sums.txt", log=None)
+    assert (out / CASES[0] / "mri_norm2.h5").read_bytes() == (release / rel).read_bytes()
+    # the second request asked for the rest, not for the whole file again
+    assert [r for r in server.requests if r[0] == rel] == [(rel, None), (rel, "bytes=1500-")]
+
+
+def test_unfinished_fetch_stays_out_of_the_final_folder(
+    server, release: Path, tmp_path: Path
+) -> None:
+    second = release / H5_DIR / CASES[1] / "mri_norm2.h5"
+    content = second.read_bytes()
+    second.unlink()  # the server fails on the second case
+    out = tmp_path / "out"
+    # what a killed earlier run left: a half-written copy in the final folder
+    (out / CASES[0]).mkdir(parents=True)
+    stale = out / CASES[0] / ".mri_norm2.h5.x1y2.tmp.h5"
+    stale.write_bytes(b"\0" * 10)
+    with pytest.raises(InputError, match="download failed"):
+        fetch_la(out, url_base=_url(server), checksums=tmp_path / "sums.txt", log=None)
+    assert not stale.exists()
+    assert [p for p in out.rglob("*") if p.is_file()] == []  # nothing verified in DIR yet
+    staged = staging_dir(out) / CASES[0] / "mri_norm2.h5"
+    assert staged.is_file()  # the verified first case waits in the staging folder
+    second.write_bytes(content)
+    server.requests.clear()
+    summary = fetch_la(out, url_base=_url(server), checksums=tmp_path / "sums.txt", log=None)
+    assert (summary.fetched, summary.skipped) == (3, 1)  # case 1 came from the staging folder
+    assert all(CASES[0] not in r[0] for r in server.requests)
+    assert (out / CASES[0] / "mri_norm2.h5").is_file() and (
+        out / CASES[1] / "mri_norm2.h5"
+    ).is_file()
+    assert not staging_dir(out).exists()
 
 
 def test_missing_file_on_server(server, release: Path, tmp_path: Path) -> None:
@@ -193,7 +238,8 @@ def test_local_copy_crlf_lists_and_corrupt_source(release: Path, tmp_path: Path)
     with pytest.raises(InputError) as info:
         fetch_la(out2, source_dir=src, checksums=tmp_path / "sums.txt", log=None)
     assert str(info.value).startswith(str(src / CASES[1] / "mri_norm2.h5"))
-    assert sorted(p.name for p in (out2 / CASES[1]).iterdir()) == []
+    assert not out2.exists()  # nothing enters the final folder before all is verified
+    assert sorted(p.name for p in (staging_dir(out2) / CASES[1]).iterdir()) == []
     # a list with other ids is refused too
     (src / CASES[1] / "mri_norm2.h5").write_bytes(
         (release / H5_DIR / CASES[1] / "mri_norm2.h5").read_bytes()

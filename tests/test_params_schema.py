@@ -146,3 +146,23 @@ def test_snakemake_stops_on_bad_params(root: Path, tmp_path: Path) -> None:
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "params.yaml, bad.yaml: train.la.lam: -1 is less than the minimum of 0" in out
+
+
+def test_snakemake_config_option_is_named_not_params(root: Path, tmp_path: Path) -> None:
+    """`snakemake --config K=V` is refused with one line naming --config, not params.yaml."""
+    for name in ("Snakefile", "params.yaml"):
+        shutil.copy(root / name, tmp_path / name)
+    shutil.copytree(root / "workflow", tmp_path / "workflow")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(
+        [*_snakemake(), "-n", "--config", "grid=1.0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "--config grid: settings cannot be changed with --config" in out
+    assert "params.yaml: grid" not in out and "np.float64" not in out

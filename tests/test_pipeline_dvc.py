@@ -1,11 +1,17 @@
-"""`dvc repro` over the Snakemake phases, in a temporary copy of the workflow: the first
-repro runs every stage, a second one is a no-op, and after a training parameter changes it
-reruns train, evaluate and report but not data."""
+"""DVC over the Snakemake phases.
+
+- A fresh `git clone` of the checkout is a DVC project: `dvc status` and a dry repro work
+  with no other step (the committed `.dvc/`).
+- `dvc repro` in a temporary copy of the workflow: the first repro runs every stage, a
+  second one is a no-op, and after a training parameter changes it reruns train, evaluate
+  and report but not data.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,7 +22,7 @@ from test_pipeline_dag import copy_workflow, tool, tool_env
 
 from semiseg3d.training.run_config import deep_merge, load_params
 
-pytestmark = pytest.mark.slow
+STAGES = ("data", "train", "evaluate", "report")
 
 
 def _run(cwd: Path, *cmd: str, timeout: int = 600) -> str:
@@ -32,6 +38,33 @@ def _mtimes(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
 
 
+def test_fresh_clone_is_a_dvc_project(root: Path, tmp_path: Path) -> None:
+    """`git clone`, then `dvc status` and `dvc repro --dry`: no `dvc init` or other step."""
+    git = tool("git", required=False)
+    head = subprocess.run(
+        [git, "-C", str(root), "rev-parse", "--verify", "HEAD"], capture_output=True, text=True
+    )
+    if head.returncode != 0:
+        pytest.skip(f"{root} is not a git checkout with a commit")
+    clone = tmp_path / "clone"
+    _run(tmp_path, git, "clone", "-q", str(root), str(clone))
+    for name in (".dvc/config", ".dvc/.gitignore", ".dvcignore", "dvc.yaml"):
+        assert (clone / name).is_file(), f"{name} is not committed"
+    dvc = tool("dvc")
+    status = _run(clone, dvc, "status")
+    for stage in STAGES:
+        assert re.search(rf"^{stage}:", status, flags=re.M), status
+    # the first stage's command; every stage's with --force (without it, DVC >= 3 stops at
+    # the first stage whose inputs do not exist yet when it looks for a run-cache entry)
+    assert "> snakemake data --cores all" in _run(clone, dvc, "repro", "--dry", "data")
+    dry = _run(clone, dvc, "repro", "--dry", "--force")
+    for stage in STAGES:
+        assert f"> snakemake {stage} --cores all" in dry
+    assert not (clone / "data" / "processed").exists()  # a dry run makes nothing
+    assert _run(clone, git, "status", "--porcelain").strip() == ""
+
+
+@pytest.mark.slow
 def test_dvc_repro_reruns_training_not_data(root: Path, tmp_path: Path) -> None:
     repo = copy_workflow(root, tmp_path)
     params = deep_merge(
@@ -41,7 +74,10 @@ def test_dvc_repro_reruns_training_not_data(root: Path, tmp_path: Path) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     dvc = tool("dvc")
     _run(repo, tool("git", required=False), "init", "-q")
-    _run(repo, dvc, "init", "-q")
+    # the committed DVC project files, as a clone has them (no `dvc init`)
+    (repo / ".dvc").mkdir()
+    for name in ("config", ".gitignore"):
+        shutil.copy(root / ".dvc" / name, repo / ".dvc" / name)
 
     first = _run(repo, dvc, "repro")
     for stage in ("data", "train", "evaluate", "report"):

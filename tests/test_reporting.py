@@ -17,7 +17,15 @@ import yaml
 from semiseg3d.cli import main as cli_main
 from semiseg3d.errors import InputError
 from semiseg3d.reporting.collect import collect, curve_files, find_runs, read_metrics
-from semiseg3d.reporting.figures import figure8, qualitative_figure, read_curve, training_curves
+from semiseg3d.reporting.figures import (
+    FIG8_MIN_SPAN,
+    draw_figure8,
+    draw_training_curves,
+    figure8,
+    qualitative_figure,
+    read_curve,
+    training_curves,
+)
 from semiseg3d.reporting.tables import (
     CellStats,
     ReportContext,
@@ -384,6 +392,91 @@ def test_figure8_png(results: Path, tmp_path: Path) -> None:
     path = figure8(ctx, "la", tmp_path / "f8.png")
     assert path is not None and _is_png(path)
     assert figure8(_ctx(results), "pancreas", tmp_path / "none.png") is None
+
+
+def _yerr_segments(ax) -> dict[float, float]:
+    """x -> length of the vertical error bar drawn there, over every errorbar of ``ax``."""
+    out: dict[float, float] = {}
+    for container in ax.containers:
+        if not getattr(container, "has_yerr", False):
+            continue
+        for collection in container.lines[2]:
+            for seg in collection.get_segments():
+                if len(seg) and np.isfinite(seg).all():
+                    out[round(float(seg[0][0]), 6)] = float(abs(seg[1][1] - seg[0][1]))
+    return out
+
+
+def test_figure8_error_bars_and_axis_span(results: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    # tau0.7 at r10 gets a second seed whose Dice differs by a fraction of a point
+    write_run(results, "la", "tau0.7", 10, 2, [("A", 0.853, 0.7, 2, 1), ("B", 0.853, 0.7, 2, 1)])
+    fig = draw_figure8(_ctx(results), "la")
+    assert fig is not None
+    try:
+        tau = fig.axes[0]
+        bars = _yerr_segments(tau)
+        # la/full/r10 (the default tau 0.6): per-seed means 91 and 89 -> SD sqrt(2) each way
+        assert bars[0.6] == pytest.approx(2 * math.sqrt(2), rel=1e-6)
+        # tau0.7: per-seed means 85.0 and 85.3 -> SD 0.3 / sqrt(2) each way
+        assert bars[0.7] == pytest.approx(2 * 0.3 / math.sqrt(2), rel=1e-6)
+        # every panel spans at least FIG8_MIN_SPAN Dice points
+        for ax in fig.axes:
+            lo, hi = ax.get_ylim()
+            assert hi - lo >= FIG8_MIN_SPAN - 1e-9 and 0.0 <= lo and hi <= 100.0
+        assert "SD over seeds" in fig._suptitle.get_text()
+    finally:
+        plt.close(fig)
+
+
+def test_figure8_one_seed_points_have_no_bar(results: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = draw_figure8(_ctx(results), "la")
+    assert fig is not None
+    try:
+        bars = _yerr_segments(fig.axes[0])
+        assert 0.6 in bars and 0.7 not in bars  # tau0.7 has one seed here
+        lo, hi = fig.axes[0].get_ylim()
+        assert hi - lo >= FIG8_MIN_SPAN - 1e-9
+        assert "none on the" in fig._suptitle.get_text()
+    finally:
+        plt.close(fig)
+
+
+def test_training_curves_series_are_told_apart(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    run = tmp_path / "run"
+    base = run / "live" / "plots" / "metrics" / "train"
+    base.mkdir(parents=True)
+    names = [f"term{i}" for i in range(12)] + ["loss_a", "loss_b", "lr", "pgl_weight"]
+    for k, name in enumerate(names):
+        rows = "".join(f"{i}\t{(k + 1) * 0.1 + 0.01 * i}\n" for i in range(5))
+        (base / f"{name}.tsv").write_text(f"step\t{name}\n{rows}")
+    fig = draw_training_curves(run, "demo")
+    assert fig is not None
+    try:
+        assert len(fig.axes) == 3
+        for ax in fig.axes:
+            assert ax.get_xlabel() == "iteration" and ax.get_ylabel()
+            labelled = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+            assert labelled
+            colours = [
+                tuple(np.round(line.get_color(), 6))
+                if not isinstance(line.get_color(), str)
+                else line.get_color()
+                for line in labelled
+            ]
+            assert len(set(colours)) == len(labelled), ax.get_title()
+            # neighbours in the legend differ in line style too
+            styles = [line.get_linestyle() for line in labelled]
+            assert all(a != b for a, b in zip(styles, styles[1:], strict=False)), styles
+        terms = next(ax for ax in fig.axes if ax.get_title() == "loss terms")
+        assert len([ln for ln in terms.get_lines() if not ln.get_label().startswith("_")]) == 12
+    finally:
+        plt.close(fig)
 
 
 def _write_curves(run: Path) -> None:

@@ -82,12 +82,12 @@ def test_train_and_test_commands_write_the_run_folder(
     assert cli_main(argv) == 0
     for name in (
         "config.yaml",
-        "checkpoint.pt",
         "model_final.pt",
         "train.log",
         "live/metrics.json",
     ):
         assert (run / name).is_file(), name
+    assert not (run / "checkpoint.pt").exists()  # a finished run does not keep it
     assert not list(run.rglob("dvc.yaml"))
     log = (run / "train.log").read_text()
     assert "precision bf16 (amp 'bf16')" in log

@@ -4,8 +4,10 @@ Each subcommand lives in its own module, which provides ``add_arguments(parser)`
 ``main(args) -> int``. Modules are imported only when their subcommand runs, so
 ``semiseg3d --help`` is fast and does not import torch.
 
-A :class:`~semiseg3d.errors.Semiseg3dError` (bad input, failed training) raised anywhere below is printed as one line,
-``semiseg3d <command>: error: <message>``, and the process exits with code 2.
+A :class:`~semiseg3d.errors.Semiseg3dError` (bad input, failed training) raised anywhere
+below is printed as one line, ``semiseg3d <command>: error: <message>``, and the process
+exits with code 2. So is an :class:`OSError` (an output path under a regular file, no
+permission, disk full): ``<path>: <reason>``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 
 from semiseg3d.errors import Semiseg3dError
 
-__all__ = ["COMMANDS", "main", "build_parser"]
+__all__ = ["COMMANDS", "main", "build_parser", "os_error_line"]
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -73,6 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Semiseg3dError as exc:
         print(f"semiseg3d {name}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"semiseg3d {name}: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OS error: ``<path>: <reason>`` (``<path> -> <path2>`` for a rename)."""
+    reason = exc.strerror or str(exc) or exc.__class__.__name__
+    where = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    text = f"{' -> '.join(where)}: {reason}" if where else reason
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

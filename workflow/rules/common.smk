@@ -35,12 +35,25 @@ OVERLAYS = [
 SOURCE = ", ".join([PARAMS_FILE, *OVERLAYS])
 
 # -- validation: a bad key or value stops here, with one line naming it ------------------------
+# `--config KEY=VALUE` is refused first, naming --config (not the files): the per-run configs
+# are written by `semiseg3d run-config` from the files, which would not see it.
+_CLI_CONFIG = dict(workflow.config_settings.config or {})
+_FROM_FILES = rc.load_params(PARAMS_FILE, OVERLAYS)
+_CHANGED = sorted(
+    k for k in _CLI_CONFIG if _FROM_FILES.get(k, object()) != config.get(k)
+)
+if _CHANGED:
+    raise WorkflowError(
+        f"--config {', '.join(_CHANGED)}: settings cannot be changed with --config; put them "
+        "in params.yaml or in an overlay passed with --configfile, so `semiseg3d run-config` "
+        "sees them"
+    )
 try:
     rc.validate_params(config, SCHEMA, SOURCE)
 except InputError as exc:
     raise WorkflowError(str(exc)) from None
 validate(config, SCHEMA)
-if config != rc.load_params(PARAMS_FILE, OVERLAYS):
+if config != _FROM_FILES:
     raise WorkflowError(
         f"the Snakemake config differs from {SOURCE}: put changes in params.yaml or in an "
         "overlay passed with --configfile (not --config), so `semiseg3d run-config` sees them"

@@ -25,6 +25,7 @@ command wrote) or is empty.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import shutil
 import tempfile
@@ -45,9 +46,10 @@ from semiseg3d.data.convert_custom import (
     case_rng,
     load_options,
     prepare_case,
+    split_record,
 )
 from semiseg3d.errors import InputError
-from semiseg3d.io.atomic import atomic_dir
+from semiseg3d.io.atomic import atomic_dir, remove_stale_temps
 
 __all__ = [
     "PREPROCESS_FILE",
@@ -196,6 +198,11 @@ def convert_dataset(
     if not raw.exists():
         raise InputError(f"{raw}: raw data not found; {conv.source_help}")
     _check_out(out)
+    # what a killed earlier run left: unfinished output and extraction folders
+    remove_stale_temps(out)
+    if out.parent.is_dir():
+        for stale in out.parent.glob(f".{glob.escape(out.name)}.extract.*"):
+            shutil.rmtree(stale, ignore_errors=True)
     emit = log or (lambda _line: None)
     scratch: Path | None = None
     try:
@@ -252,6 +259,7 @@ def convert_dataset(
                 opts,
                 layout=conv.layout,
                 lists={k: len(v) for k, v in found.lists.items()},
+                split=found.split or split_record(opts),
                 n_labeled_train=n_labeled_train,
                 notes=found.notes,
                 cases=records,

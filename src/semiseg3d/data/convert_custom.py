@@ -68,6 +68,7 @@ __all__ = [
     "prepare_inference",
     "CaseSource",
     "Discovery",
+    "split_record",
     "make_lists",
     "discover_custom",
     "custom_options",
@@ -601,6 +602,26 @@ class Discovery:
     cases: list[CaseSource]
     lists: dict[str, list[str]]
     notes: list[str]
+    #: the split actually used when it differs from option 'split' (see :func:`split_record`)
+    split: dict[str, Any] | None = None
+
+
+def split_record(opts: PreprocessOptions) -> dict[str, Any]:
+    """Where the split lists of a conversion came from, for ``preprocess.json``.
+
+    ``{"source": "official"}``, ``{"source": "random", "seed", "test_fraction",
+    "val_fraction"}`` or ``{"source": "file", "file": PATH}``.
+    """
+    if opts.split == "official":
+        return {"source": "official"}
+    if opts.split == "random":
+        return {
+            "source": "random",
+            "seed": opts.seed,
+            "test_fraction": opts.test_fraction,
+            "val_fraction": opts.val_fraction,
+        }
+    return {"source": "file", "file": str(opts.split)}
 
 
 def _read_split_file(path: Path, present: set[str]) -> dict[str, list[str]]:
@@ -789,9 +810,13 @@ def discover_custom(raw: Path, opts: PreprocessOptions) -> Discovery:
         raise InputError(f"{images_dir}: every case is excluded")
     split_opts = opts
     split_file = raw / "split.yaml"
+    split_used = None
     if opts.split == "random" and split_file.is_file():
         split_opts = dataclasses.replace(opts, split=str(split_file))
+        split_used = {"source": "file", "file": "split.yaml", "found_in": "raw folder"}
     lists, notes = make_lists(labeled_ids, split_opts, unlabeled_ids=unlabeled_ids)
+    if split_used is not None:
+        notes = [*notes, "split: split.yaml of the raw folder (option 'split' left at random)"]
     cases = [
         CaseSource(i, pair_loader(images[i], labels[i], opts), str(images[i]), str(labels[i]))
         for i in labeled_ids
@@ -800,7 +825,7 @@ def discover_custom(raw: Path, opts: PreprocessOptions) -> Discovery:
         CaseSource(i, pair_loader(unlabeled[i], None, opts), str(unlabeled[i]))
         for i in unlabeled_ids
     ]
-    return Discovery(cases, lists, notes)
+    return Discovery(cases, lists, notes, split=split_used)
 
 
 def options_json(opts: PreprocessOptions) -> str:

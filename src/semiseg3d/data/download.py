@@ -19,9 +19,15 @@ joined by newlines must hash to the listed value, so a copy with CRLF line ends 
   folder). A download goes to ``<file>.part`` and resumes with an HTTP Range request after an
   interruption; the file appears under its final name only once its checksum matches.
 
-Files already present with the right checksum are skipped. A checksum mismatch is an
-:class:`~semiseg3d.errors.InputError` naming the file; the bad download is removed. The
-output is ``DIR/<ID>/mri_norm2.h5``, ``DIR/train.list``, ``DIR/test.list`` and
+Files are fetched into a staging folder beside the output, ``.<DIR name>.fetch/``, and
+move into ``DIR`` only once every file is verified: an unfinished fetch leaves ``DIR``
+without partial content, and the next run resumes from the staging folder (verified files
+are kept, a ``.part`` file continues with a Range request; a body cut short is asked for
+again from where it stopped). Temporaries of a killed write are removed.
+
+Files already present with the right checksum (in ``DIR`` or staged) are skipped. A
+checksum mismatch is an :class:`~semiseg3d.errors.InputError` naming the file; the bad
+download is removed. The output is ``DIR/<ID>/mri_norm2.h5``, ``DIR/train.list``, ``DIR/test.list`` and
 ``DIR/preprocess.json`` (the LA recipe, read by ``semiseg3d predict``).
 """
 
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -40,9 +47,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from semiseg3d.errors import InputError
-from semiseg3d.io.atomic import atomic_path, write_text_atomic
+from semiseg3d.io.atomic import atomic_path, remove_stale_temps, write_text_atomic
 
 __all__ = [
     "LA_URL_BASE",
@@ -52,6 +60,7 @@ __all__ = [
     "list_digest",
     "download_file",
     "fetch_la",
+    "staging_dir",
     "FetchSummary",
     "add_arguments",
     "main",
@@ -193,16 +202,22 @@ def download_file(
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 status = getattr(response, "status", 200)
                 mode = "ab" if (have and status == 206) else "wb"
+                length = response.headers.get("Content-Length", "")
                 with open(part, mode) as out:
-                    shutil.copyfileobj(response, out, _CHUNK)
-            break
+                    got = _copy_counted(response, out)
+            # a body cut short (the server or a proxy closed the connection early) is kept
+            # in the .part file and the next attempt asks for the rest with a Range request
+            if length.isdigit() and got < int(length):
+                last_error = f"connection closed after {got} of {length} bytes"
+            else:
+                break
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and have:  # nothing left to send: the .part is complete
                 break
             last_error = f"HTTP {exc.code} {exc.reason}"
             if exc.code in (403, 404, 410):
                 raise InputError(f"{url}: download failed ({last_error})") from exc
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
             last_error = str(getattr(exc, "reason", exc)) or exc.__class__.__name__
         if attempt < retries:
             time.sleep(min(2.0**attempt, 10.0))
@@ -232,6 +247,15 @@ def download_file(
         part.unlink(missing_ok=True)
     else:
         os.replace(part, dest)
+
+
+def _copy_counted(src: Any, dst: Any) -> int:
+    """Copy a response body to an open file; return the bytes copied."""
+    total = 0
+    while chunk := src.read(_CHUNK):
+        dst.write(chunk)
+        total += len(chunk)
+    return total
 
 
 def _copy_checked(src: Path, dest: Path, digest: str, is_list: bool) -> None:
@@ -268,6 +292,13 @@ def _local_source(source_dir: Path, name: str) -> Path:
         return direct
     nested = source_dir / LA_H5_FOLDER / name
     return nested if nested.is_file() else direct
+
+
+def staging_dir(out: str | Path) -> Path:
+    """Where :func:`fetch_la` keeps the verified files of an unfinished fetch of ``out``:
+    the hidden sibling ``.<name>.fetch/``, which the next run resumes from."""
+    out = Path(out)
+    return out.parent / f".{out.name}.fetch"
 
 
 @dataclass(frozen=True)
@@ -316,21 +347,31 @@ def fetch_la(
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     base = (url_base or LA_URL_BASE).rstrip("/")
+    staging = staging_dir(out)
     fetched = skipped = 0
     for i, (name, digest) in enumerate(sums.items(), start=1):
         is_list = name in _LIST_NAMES
-        dest = out / name
-        if _file_ok(dest, digest, is_list):
+        dest, staged = out / name, staging / name
+        remove_stale_temps(dest)  # unfinished writes of a killed run
+        remove_stale_temps(staged)
+        if _file_ok(dest, digest, is_list) or _file_ok(staged, digest, is_list):
             skipped += 1
             continue
-        dest.unlink(missing_ok=True)  # a stale or damaged copy
+        staged.unlink(missing_ok=True)  # a stale or damaged copy
         if source_dir is not None:
-            _copy_checked(_local_source(source_dir, name), dest, digest, is_list)
+            _copy_checked(_local_source(source_dir, name), staged, digest, is_list)
         else:
             url = f"{base}/{urllib.parse.quote(_release_path(name))}"
-            download_file(url, dest, digest, is_list=is_list, name=str(dest))
+            download_file(url, staged, digest, is_list=is_list, name=str(dest))
         fetched += 1
         emit(f"[{i}/{len(sums)}] {name}")
+    # every file is verified: only now do they enter the final folder
+    for name in sums:
+        staged = staging / name
+        if staged.is_file():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, out / name)
+    shutil.rmtree(staging, ignore_errors=True)
     _write_recipe(out)
     emit(
         f"{out}: {fetched} file(s) fetched, {skipped} already present, all {len(sums)} SHA-256 checked"

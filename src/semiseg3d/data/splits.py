@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
-from semiseg3d.data.volumes import case_path, read_list
+from semiseg3d.data.volumes import case_path, check_volume_headers, read_list
 from semiseg3d.errors import InputError
 from semiseg3d.io.atomic import write_text_atomic
 
@@ -136,7 +136,8 @@ def write_split(
     Raises:
         InputError: N or ratio out of range / both or neither given, a list missing or with
             duplicates, an id without a volume, overlap between training, validation and
-            test lists, an empty training or test list.
+            test lists, an empty training or test list, a labeled, validation or test case
+            whose file has no ``label``.
     """
     data, out = Path(data), Path(out)
     if not data.is_dir():
@@ -166,6 +167,11 @@ def write_split(
     train_ids = lists["train"][1]
     n = labeled if labeled is not None else labeled_from_ratio(ratio, len(train_ids))  # type: ignore[arg-type]
     lab, unlab = split_labeled(train_ids, n)
+    check_volume_headers(data, lab, lab, why=f"first {n} of {train_path}")
+    for name in ("test", "val"):
+        if name in lists:
+            path, ids = lists[name]
+            check_volume_headers(data, ids, ids, why=f"listed in {path}")
     result = {"labeled": lab, "unlabeled": unlab, "test": lists["test"][1]}
     if use_val:
         result["val"] = lists["val"][1]

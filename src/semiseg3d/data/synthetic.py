@@ -42,7 +42,7 @@ import numpy as np
 from scipy import ndimage
 
 from semiseg3d.errors import InputError
-from semiseg3d.io.atomic import atomic_dir
+from semiseg3d.io.atomic import atomic_dir, remove_stale_temps
 
 __all__ = [
     "SynthParams",
@@ -216,6 +216,7 @@ def write_dataset(out: str | Path, params: SynthParams) -> list[str]:
     """
     train, test = case_ids(params.n_train, params.n_test)
     out = Path(out)
+    remove_stale_temps(out)  # what a killed earlier run left
     with atomic_dir(out) as tmp:
         for index, case in enumerate(train + test):
             rng = np.random.default_rng([params.seed, index])

@@ -13,7 +13,7 @@ folder and prints a one-line summary.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +27,9 @@ __all__ = [
     "case_path",
     "read_list",
     "load_volume",
+    "volume_header",
+    "check_volume_headers",
+    "unlabeled_ids",
     "check_min_shape",
     "downsample_volume",
     "discover_cases",
@@ -202,6 +205,87 @@ def _check_label_values(label: np.ndarray, path: Path) -> None:
         raise InputError(f"{path}: label has values {{{shown}{more}}} outside {{0, 1}}")
 
 
+def volume_header(path: str | Path) -> tuple[tuple[int, int, int], bool]:
+    """Shape and label presence of a case file, from its HDF5 header (no voxel is read).
+
+    Args:
+        path: the case's h5 file.
+
+    Returns:
+        (image shape (X, Y, Z), whether a ``label`` dataset exists).
+
+    Raises:
+        InputError: missing or unreadable file, ``image`` (or ``label``) not a 3-D
+            numeric dataset, image and label shapes differ.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: volume file not found")
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            image_ds = _dataset(f, "image", path)
+            has_label = "label" in f
+            if has_label:
+                label_ds = _dataset(f, "label", path)
+                if label_ds.shape != image_ds.shape:
+                    raise InputError(
+                        f"{path}: image shape {_fmt_shape(image_ds.shape)} and label shape "
+                        f"{_fmt_shape(label_ds.shape)} differ"
+                    )
+            shape = tuple(int(s) for s in image_ds.shape)
+    except InputError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise InputError(f"{path}: not a readable HDF5 file ({reason})") from exc
+    return shape, has_label  # type: ignore[return-value]
+
+
+def check_volume_headers(
+    data: str | Path,
+    ids: Sequence[str],
+    labeled: Iterable[str],
+    *,
+    min_shape: Sequence[int] | None = None,
+    downsample: int = 1,
+    why: str = "",
+) -> None:
+    """Check from the headers that every case exists, is large enough and, when labeled,
+    has a label.
+
+    Args:
+        data: dataset folder.
+        ids: case ids to check, in order (the first bad one is reported).
+        labeled: the ids among them that must have a ``label`` dataset.
+        min_shape: smallest accepted shape (X, Y, Z) after ``downsample`` (e.g. the
+            training patch), or None.
+        downsample: integer downsampling factor (each axis becomes ``size // factor``).
+        why: why the labeled cases are labeled, appended to the message (e.g.
+            "first 4 of train.list").
+
+    Raises:
+        InputError: naming the file: missing, unreadable, too small, or a labeled case
+            without a ``label`` dataset.
+    """
+    need = set(labeled)
+    for case_id in ids:
+        path = case_path(data, case_id)
+        shape, has_label = volume_header(path)
+        if case_id in need and not has_label:
+            reason = f" ({why})" if why else ""
+            raise InputError(f"{path}: labeled case {case_id}{reason} has no 'label' dataset")
+        small = tuple(s // downsample for s in shape)
+        where = str(path) if downsample == 1 else f"{path} (downsampled by {downsample})"
+        check_min_shape(small, min_shape, where)
+
+
+def unlabeled_ids(data: str | Path) -> set[str]:
+    """The ids of ``<data>/unlabeled.list`` (the cases a converter wrote without a label),
+    or an empty set when there is no such file."""
+    path = Path(data) / "unlabeled.list"
+    return set(read_list(path)) if path.is_file() else set()
+
+
 def load_volume(
     path: str | Path,
     *,
@@ -310,10 +394,12 @@ def downsample_volume(vol: Volume, factor: int) -> Volume:
 
 
 def discover_cases(root: str | Path) -> list[str]:
-    """Every case id with a file under ``root`` (both layouts), sorted."""
+    """Every case id with a file under ``root`` (both layouts), sorted; hidden files skipped."""
     root = Path(root)
     ids = {p.name.removesuffix(".h5") for p in root.glob("*.h5") if p.is_file()}
     ids |= {p.parent.name for p in root.glob(f"*/{LA_FILE_NAME}") if p.is_file()}
+    # hidden names are temporaries of unfinished writes (``.<name>.<random>.tmp.h5``)
+    ids = {i for i in ids if not i.startswith(".")}
     return sorted(ids)
 
 
@@ -372,9 +458,17 @@ def main(args: argparse.Namespace) -> int:
     lo = np.full(3, np.iinfo(np.int64).max)
     hi = np.zeros(3, dtype=np.int64)
     fg_lo, fg_hi, n_labeled = 1.0, 0.0, 0
+    unlabeled = unlabeled_ids(data)
     for case_id in ids:
         path = case_path(data, case_id)
-        vol = downsample_volume(load_volume(path, require_label=False), args.downsample)
+        # every listed case is labeled unless DATA/unlabeled.list names it
+        vol = load_volume(path, require_label=False)
+        if vol.label is None and case_id not in unlabeled:
+            raise InputError(
+                f"{path}: labeled case {case_id} has no 'label' dataset (cases without a "
+                f"label must be listed in {data / 'unlabeled.list'})"
+            )
+        vol = downsample_volume(vol, args.downsample)
         where = str(path) if args.downsample == 1 else f"{path} (downsampled by {args.downsample})"
         check_min_shape(vol.shape, args.min_shape, where)
         lo = np.minimum(lo, vol.shape)

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from semiseg3d.errors import InputError
+from semiseg3d.errors import InputError, format_numbers
 from semiseg3d.evaluation.maskio import GT_KEYS, PRED_KEYS, list_masks, read_mask
 from semiseg3d.evaluation.metrics import METRICS, SUMMARY_ROWS, case_metrics, metrics_table
 from semiseg3d.inference.postprocess import largest_connected_component
-from semiseg3d.io.atomic import atomic_path
+from semiseg3d.io.atomic import atomic_path, remove_stale_temps
 
 __all__ = [
     "add_arguments",
@@ -115,7 +115,9 @@ def _names(cases: Sequence[str], limit: int = 10) -> str:
 def _check_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
     values = tuple(float(s) for s in spacing)
     if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        raise InputError(f"--spacing: expected three positive numbers (mm), got {tuple(spacing)}")
+        raise InputError(
+            f"--spacing: expected three positive numbers (mm), got {format_numbers(spacing)}"
+        )
     return values  # type: ignore[return-value]
 
 
@@ -189,6 +191,7 @@ def evaluate_folders(
 
 def write_metrics_csv(table: pd.DataFrame, path: PathLike) -> None:
     """Write a metrics table as CSV atomically (no index column, NaN as an empty cell)."""
+    remove_stale_temps(path)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
 

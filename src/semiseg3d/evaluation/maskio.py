@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semiseg3d.errors import InputError
+from semiseg3d.errors import InputError, format_numbers
 from semiseg3d.io.atomic import atomic_path
 
 __all__ = [
@@ -88,7 +88,7 @@ def _check_spacing(path: Path, values: Sequence[float]) -> Spacing:
     """Three finite positive floats, else an InputError naming ``path``."""
     spacing = tuple(float(v) for v in values)
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise InputError(f"{path}: spacing {tuple(values)} is not three positive numbers")
+        raise InputError(f"{path}: spacing {format_numbers(values)} is not three positive numbers")
     return spacing  # type: ignore[return-value]
 
 

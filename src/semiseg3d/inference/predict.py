@@ -31,6 +31,7 @@ Each output file appears complete or not at all.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ from semiseg3d.data.convert_custom import (
 from semiseg3d.data.geometry import from_xyz, read_image, resample_like
 from semiseg3d.errors import InputError
 from semiseg3d.inference.sliding_window import ProbFn, sliding_window_probs, softmax_ensemble
-from semiseg3d.io.atomic import atomic_path
+from semiseg3d.io.atomic import atomic_path, remove_stale_temps
 
 __all__ = [
     "OUTPUT_SUFFIXES",
@@ -242,9 +243,13 @@ def _check_out(path: Path, option: str) -> None:
         )
 
 
-def _write(image: sitk.Image, path: Path) -> None:
-    with atomic_path(path) as tmp:
+def _write(image: sitk.Image, tmp: Path, path: Path) -> None:
+    """Write ``image`` to the temporary ``tmp`` of the output ``path``."""
+    try:
         sitk.WriteImage(image, str(tmp), useCompression=True)
+    except RuntimeError as exc:  # ITK reports a failed write (e.g. disk full) this way
+        reason = next((ln for ln in str(exc).splitlines() if ln.strip()), "write failed")
+        raise InputError(f"{path}: cannot write ({reason.strip()})") from exc
 
 
 def predict_scan(
@@ -290,50 +295,55 @@ def predict_scan(
         targets.append((Path(entropy_out), "--entropy"))
     for path, option in targets:
         _check_out(path, option)
+        remove_stale_temps(path)  # what a killed earlier run of this command left
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     if not run.is_dir():
         raise InputError(f"{run}: run folder not found")
-    t0 = time.monotonic()
-    cfg, nets = load_trained(run)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: CUDA is not available on this machine (use --device cpu)")
-    if device not in ("cpu", "cuda"):
-        raise InputError(f"--device must be cpu or cuda, got {device!r}")
-    dev = torch.device(device)
-    opts, source = recipe_for_run(run, cfg.data_dir, cfg.dataset, preprocess)
-    image = read_image(scan)
-    if cfg.method == "suponly":
-        members = [nets["vnet"]]
-    else:
-        members = {
-            "both": [nets["resnet"], nets["vnet"]],
-            "a": [nets["resnet"]],
-            "b": [nets["vnet"]],
-        }[cfg.eval_subnet]
-    accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev)
-    for net in members:
-        accel.prepare(net.to(dev))
-    pred = predict_image(
-        image,
-        softmax_ensemble(members),
-        opts,
-        cfg.patch,
-        cfg.stride,
-        downsample=cfg.downsample,
-        batch_size=batch_size,
-        device=dev,
-        amp_dtype=accel.dtype,
-        channels_last=accel.channels_last,
-        where=str(scan),
-    )
-    _write(pred.mask, out)
-    if probs_out is not None:
-        _write(pred.probability, Path(probs_out))
-    if entropy_out is not None:
-        _write(pred.entropy, Path(entropy_out))
+    with contextlib.ExitStack() as stack:
+        # every output gets its temporary file before any work (a bad path fails here);
+        # the temporaries are renamed together when the block ends, or all removed
+        temps = [(stack.enter_context(atomic_path(path)), path, opt) for path, opt in targets]
+        t0 = time.monotonic()
+        cfg, nets = load_trained(run)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise InputError(
+                "--device cuda: CUDA is not available on this machine (use --device cpu)"
+            )
+        if device not in ("cpu", "cuda"):
+            raise InputError(f"--device must be cpu or cuda, got {device!r}")
+        dev = torch.device(device)
+        opts, source = recipe_for_run(run, cfg.data_dir, cfg.dataset, preprocess)
+        image = read_image(scan)
+        if cfg.method == "suponly":
+            members = [nets["vnet"]]
+        else:
+            members = {
+                "both": [nets["resnet"], nets["vnet"]],
+                "a": [nets["resnet"]],
+                "b": [nets["vnet"]],
+            }[cfg.eval_subnet]
+        accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev)
+        for net in members:
+            accel.prepare(net.to(dev))
+        pred = predict_image(
+            image,
+            softmax_ensemble(members),
+            opts,
+            cfg.patch,
+            cfg.stride,
+            downsample=cfg.downsample,
+            batch_size=batch_size,
+            device=dev,
+            amp_dtype=accel.dtype,
+            channels_last=accel.channels_last,
+            where=str(scan),
+        )
+        images = {"--out": pred.mask, "--probs": pred.probability, "--entropy": pred.entropy}
+        for tmp, path, option in temps:
+            _write(images[option], tmp, path)
     if verbose:
         n_fg = int(np.count_nonzero(sitk.GetArrayViewFromImage(pred.mask)))
         size = "x".join(str(s) for s in image.GetSize())

@@ -32,7 +32,7 @@ from semiseg3d.evaluation.maskio import write_nifti_mask
 from semiseg3d.evaluation.metrics import case_metrics, metrics_table
 from semiseg3d.inference.postprocess import largest_connected_component
 from semiseg3d.inference.sliding_window import predict_label, sliding_window_probs, softmax_ensemble
-from semiseg3d.io.atomic import atomic_dir
+from semiseg3d.io.atomic import atomic_dir, remove_stale_temps
 from semiseg3d.models import DualNet, VNet
 from semiseg3d.training.checkpoint import FINAL_NAME, load_final
 from semiseg3d.training.config import TrainConfig, config_from_mapping
@@ -146,6 +146,7 @@ def test_run(
     prob_fn = softmax_ensemble(members)
     dataset = VolumeDataset(data, ids, cfg.patch, downsample=cfg.downsample, with_label=True)
     rows = []
+    remove_stale_temps(run / predictions_name)  # what a killed earlier run left
     with atomic_dir(run / predictions_name) as pred_dir:
         for index, case_id in enumerate(ids):
             t0 = time.monotonic()

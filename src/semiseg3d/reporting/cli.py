@@ -215,6 +215,8 @@ def build_report(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".report.*.tmp"):  # the staging folder of a killed earlier run
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".report.", suffix=".tmp", dir=out))
     try:
         result = _stage(ctx, Path(results), staging, Path(data_root) if data_root else None, curves)

@@ -36,9 +36,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FIG8_FAMILIES",
+    "FIG8_MIN_SPAN",
     "figure8",
+    "draw_figure8",
     "read_curve",
     "training_curves",
+    "draw_training_curves",
     "qualitative_figure",
     "qualitative_settings",
 ]
@@ -99,17 +102,48 @@ def _fig8_ratios(ctx: ReportContext, dataset: str) -> list[int]:
     return sorted(ratios)
 
 
+#: smallest Dice span (percentage points) of a Figure 8 panel's y axis, so that a difference
+#: of a fraction of a point is not drawn across the whole panel
+FIG8_MIN_SPAN = 5.0
+
+
+def _at_least_span(ax: Any, span: float, lo: float = 0.0, hi: float = 100.0) -> None:
+    """Widen the y axis of ``ax`` to at least ``span`` around its centre, within [lo, hi]."""
+    bottom, top = ax.get_ylim()
+    if top - bottom >= span:
+        return
+    centre = (bottom + top) / 2.0
+    bottom, top = centre - span / 2.0, centre + span / 2.0
+    if bottom < lo:
+        bottom, top = lo, lo + span
+    if top > hi:
+        bottom, top = hi - span, hi
+    ax.set_ylim(bottom, top)
+
+
 def figure8(ctx: ReportContext, dataset: str, path: str | Path) -> Path | None:
     """Figure 8 for ``dataset``: Dice (%) vs tau, T and lam; one line per labeled ratio.
 
     Returns:
         The PNG path, or None when the dataset has no sweep variant (run or in the grid).
     """
+    fig = draw_figure8(ctx, dataset)
+    return None if fig is None else _save(fig, path)
+
+
+def draw_figure8(ctx: ReportContext, dataset: str) -> Figure | None:
+    """The Figure 8 of :func:`figure8`, not saved (None when there is no sweep variant).
+
+    Each point is the mean Dice (%) over seeds; its error bar is the SD over seeds, drawn
+    when the point has two or more seeds (the title says how many points have one). The
+    y axis spans at least :data:`FIG8_MIN_SPAN` points.
+    """
     ratios = _fig8_ratios(ctx, dataset)
     if not ratios:
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(FIG8_FAMILIES), figsize=(4.2 * len(FIG8_FAMILIES), 3.4))
+    single_seed = 0
     for ax, (family, label) in zip(np.atleast_1d(axes), FIG8_FAMILIES, strict=True):
         n_missing = 0
         plotted = False
@@ -122,12 +156,22 @@ def figure8(ctx: ReportContext, dataset: str, path: str | Path) -> Path | None:
                     continue
                 xs.append(value)
                 ys.append(stats.mean)
-                errs.append(0.0 if math.isnan(stats.sd_seeds) else stats.sd_seeds)
+                # SD over seeds; a one-seed point has none (NaN: matplotlib draws no bar)
+                errs.append(stats.sd_seeds if stats.n_seeds > 1 else math.nan)
+                single_seed += stats.n_seeds < 2
                 defaults.append(is_default)
             if not xs:
                 continue
             plotted = True
-            line = ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=f"{ratio} % labeled")
+            line = ax.errorbar(
+                xs,
+                ys,
+                yerr=np.asarray(errs, dtype=float),
+                marker="o",
+                capsize=4,
+                elinewidth=1.2,
+                label=f"{ratio} % labeled",
+            )
             dx = [x for x, d in zip(xs, defaults, strict=True) if d]
             dy = [y for y, d in zip(ys, defaults, strict=True) if d]
             if dx:
@@ -147,16 +191,20 @@ def figure8(ctx: ReportContext, dataset: str, path: str | Path) -> Path | None:
         ax.set_title(title, fontsize=9)
         if plotted:
             ax.legend(fontsize=7)
+            _at_least_span(ax, FIG8_MIN_SPAN)
         else:
             ax.text(0.5, 0.5, "no tested runs", ha="center", va="center", transform=ax.transAxes)
         ax.grid(alpha=0.3)
+    bars = "error bars: SD over seeds"
+    if single_seed:
+        bars += f", none on the {single_seed} point(s) with one seed"
     fig.suptitle(
-        f"Figure 8 - {DATASET_TITLES.get(dataset, dataset)} (error bars: SD over seeds; "
+        f"Figure 8 - {DATASET_TITLES.get(dataset, dataset)} ({bars}; "
         "star: dataset default = full run)",
         fontsize=10,
     )
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 # -- training curves -----------------------------------------------------------------------
@@ -206,6 +254,25 @@ def _curve_group(name: str) -> str | None:
     return "terms"
 
 
+#: line styles cycled with the colours, so series stay apart in grey print and where
+#: colours are close
+_LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def _series_style(index: int) -> dict[str, Any]:
+    """Colour and line style of the ``index``-th series of a panel: both differ from the
+    neighbours', and no two of the first 20 series share a colour."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab20"].colors
+    # the even tab20 entries (strong), then the odd ones (light)
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    return {
+        "color": colours[order[index % 20]],
+        "linestyle": _LINE_STYLES[index % len(_LINE_STYLES)],
+    }
+
+
 def training_curves(run_dir: str | Path, path: str | Path, title: str = "") -> Path | None:
     """Plot a run's dvclive curves: total losses, per-term losses, learning rate.
 
@@ -216,6 +283,16 @@ def training_curves(run_dir: str | Path, path: str | Path, title: str = "") -> P
 
     Returns:
         The PNG path, or None when the run has no curves.
+    """
+    fig = draw_training_curves(run_dir, title)
+    return None if fig is None else _save(fig, path)
+
+
+def draw_training_curves(run_dir: str | Path, title: str = "") -> Figure | None:
+    """The figure of :func:`training_curves`, not saved (None when there are no curves).
+
+    One panel per group (total losses, loss terms, learning rate / weights); each series has
+    its own colour and line style; the x axis is the iteration, the y axis the loss or value.
     """
     files = curve_files(run_dir)
     groups: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {
@@ -235,33 +312,32 @@ def training_curves(run_dir: str | Path, path: str | Path, title: str = "") -> P
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4))
     titles = {"total": "total losses", "terms": "loss terms", "schedule": "learning rate / weights"}
+    ylabels = {"total": "loss (smoothed)", "terms": "loss (smoothed)", "schedule": "value"}
     for ax, (group, curves) in zip(np.atleast_1d(axes), panels, strict=True):
-        for label, steps, values in curves:
+        for i, (label, steps, values) in enumerate(curves):
+            style = _series_style(i)
             if group == "total":
-                ax.plot(steps, values, alpha=0.25, linewidth=0.6)
-                ax.plot(
-                    steps,
-                    _smooth(values),
-                    label=label,
-                    linewidth=1.2,
-                    color=ax.lines[-1].get_color(),
-                )
+                ax.plot(steps, values, alpha=0.25, linewidth=0.6, color=style["color"])
+                ax.plot(steps, _smooth(values), label=label, linewidth=1.2, **style)
             elif group == "terms":
-                ax.plot(steps, _smooth(values), label=label, linewidth=1.0)
+                ax.plot(steps, _smooth(values), label=label, linewidth=1.0, **style)
             else:
-                ax.plot(steps, values, label=label, linewidth=1.2, drawstyle="steps-post")
+                ax.plot(steps, values, label=label, linewidth=1.2, drawstyle="steps-post", **style)
+        ylabel = ylabels[group]
         if group == "schedule":
             finite = np.concatenate([v[np.isfinite(v)] for _, _, v in curves])
             if finite.size and (finite > 0).all():
                 ax.set_yscale("log")
+                ylabel += " (log scale)"
         ax.set_title(titles[group], fontsize=9)
         ax.set_xlabel("iteration")
+        ax.set_ylabel(ylabel)
         ax.legend(fontsize=6, ncol=2 if len(curves) > 6 else 1)
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 # -- qualitative figure --------------------------------------------------------------------

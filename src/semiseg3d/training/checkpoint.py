@@ -2,7 +2,8 @@
 
 A run folder ``DIR`` holds
 
-- ``DIR/checkpoint.pt``: the latest complete training state (:func:`save_checkpoint`):
+- ``DIR/checkpoint.pt``: the latest complete training state (:func:`save_checkpoint`),
+  removed when the run finishes unless the config says ``keep_checkpoint: true``:
   ``{"format", "iteration", "config", "models", "optimizers", "scaler", "rng",
   "pgl_generator", "loader_generator", "logger"}``, where ``models`` and ``optimizers`` map a
   subnet name (``"resnet"`` = Subnet A, ``"vnet"`` = Subnet B) to its state dict and
@@ -43,8 +44,9 @@ CONFIG_NAME = "config.yaml"
 FORMAT_VERSION = 1
 
 #: config keys that may change between a run and its resumption: they do not change what
-#: the run computes (the data order and crops come from the sampler, not from the workers)
-RESUME_IGNORED_KEYS = frozenset({"num_workers"})
+#: the run computes (the data order and crops come from the sampler, not from the workers;
+#: whether checkpoint.pt is kept at the end is housekeeping)
+RESUME_IGNORED_KEYS = frozenset({"num_workers", "keep_checkpoint"})
 
 _CHECKPOINT_KEYS = (
     "format",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,7 @@ class TrainConfig:
     channels_last: bool | str = False  #: true | false | auto (see semiseg3d.accel)
     cache_volumes: bool | str = "auto"  #: keep training volumes in memory (auto: if <= 4 GiB)
     checkpoint_every: int = 500
+    keep_checkpoint: bool = False  #: keep checkpoint.pt after the run finishes
     # -- evaluation ---------------------------------------------------------------------
     eval_subnet: str = "both"
     postprocess_lcc: bool = False
@@ -145,7 +147,7 @@ class TrainConfig:
 
 
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
-    where = f"{source}: key '{name}'"
+    where = source if source == f"--set {name}" else f"{source}: key '{name}'"
     if name in _TRISTATE:
         if (
             value not in (True, False, "auto")
@@ -238,23 +240,43 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def config_from_mapping(data: dict[str, Any], source: str = "config") -> TrainConfig:
+def config_from_mapping(
+    data: dict[str, Any], source: str = "config", key_sources: dict[str, str] | None = None
+) -> TrainConfig:
     """Build a validated :class:`TrainConfig` from a mapping; ``source`` names it in errors.
 
     A ``runtime`` key (what a finished run resolved ``device``, ``amp`` and
     ``channels_last`` to, written into the run's ``config.yaml``) is a record, not a
     setting, and is ignored.
+
+    Args:
+        data: config keys and values.
+        source: what errors name (the config file).
+        key_sources: keys set elsewhere, and what errors about them name instead of
+            ``source`` (``--set KEY`` for an override).
     """
+    key_sources = key_sources or {}
     data = {k: v for k, v in data.items() if k != RUNTIME_KEY}
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise InputError(f"{source}: unknown key(s) {unknown}")
+        named = [key_sources[k] for k in unknown if k in key_sources]
+        raise InputError(f"{', '.join(named) if named else source}: unknown key(s) {unknown}")
     defaults = TrainConfig()
-    kwargs = {
-        name: _coerce(name, value, getattr(defaults, name), source) for name, value in data.items()
-    }
-    return TrainConfig(**kwargs)
+    kwargs = {}
+    for name, value in data.items():
+        where = key_sources.get(name, source)
+        kwargs[name] = _coerce(name, value, getattr(defaults, name), where)
+    try:
+        return TrainConfig(**kwargs)
+    except InputError as exc:
+        # name where the offending key was set: the file, or --set KEY
+        message = str(exc)
+        keys = re.findall(r"config keys? '(\w+)'", message)
+        where = next((key_sources[k] for k in keys if k in key_sources), source)
+        if where == "config":
+            raise
+        raise InputError(f"{where}: {message}") from exc
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -276,7 +298,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             raise InputError(f"{p}: expected a mapping of config keys, got {type(loaded).__name__}")
         data.update(loaded)
     data.update(overrides or {})
-    return config_from_mapping(data, source)
+    return config_from_mapping(data, source, {k: f"--set {k}" for k in overrides or {}})
 
 
 def labeled_count(cfg: TrainConfig, n_train: int) -> int:

@@ -296,17 +296,30 @@ def _effective(params: Mapping[str, Any], dataset: str, variant: str) -> dict[st
     return cfg.to_dict()
 
 
-def canonical_variant(params: Mapping[str, Any], dataset: str, variant: str) -> str:
+def canonical_variant(
+    params: Mapping[str, Any],
+    dataset: str,
+    variant: str,
+    _memo: dict[tuple[str, str], dict[str, Any]] | None = None,
+) -> str:
     """The name a variant is trained under on ``dataset``.
 
     A variant whose resolved TrainConfig equals that of an earlier variant in
     :func:`canonical_order` (e.g. ``alpha70`` on LA equals ``full``) maps to that variant.
+    ``_memo`` (one dict per ``params``) keeps resolved configs across calls.
     """
-    target = _effective(params, dataset, variant)
+    memo = {} if _memo is None else _memo
+
+    def effective(name: str) -> dict[str, Any]:
+        if (dataset, name) not in memo:
+            memo[(dataset, name)] = _effective(params, dataset, name)
+        return memo[(dataset, name)]
+
+    target = effective(variant)
     for name in canonical_order(params):
         if name == variant:
             return variant
-        if _effective(params, dataset, name) == target:
+        if effective(name) == target:
             return name
     return variant
 
@@ -337,11 +350,12 @@ def expand_grid(params: Mapping[str, Any]) -> list[RunKey]:
         Sorted, duplicate-free run keys.
     """
     cache: dict[tuple[str, str], str] = {}
+    memo: dict[tuple[str, str], dict[str, Any]] = {}  # each variant resolved once per dataset
     runs = set()
     for key in _raw_points(params):
         pair = (key.dataset, key.variant)
         if pair not in cache:
-            cache[pair] = canonical_variant(params, *pair)
+            cache[pair] = canonical_variant(params, *pair, _memo=memo)
         runs.add(dataclasses.replace(key, variant=cache[pair]))
     return sorted(runs)
 

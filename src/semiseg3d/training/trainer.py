@@ -2,10 +2,13 @@
 
 One call of :func:`train` runs (or resumes) the run in ``out_dir``:
 
-1. The resolved config is written to ``DIR/config.yaml``; if the folder already holds a
-   config (or a checkpoint) for a different config, :class:`~semiseg3d.errors.InputError`
-   names the differing keys. If ``DIR/model_final.pt`` exists the run is done: nothing
-   happens.
+1. If the folder already holds a config (or a checkpoint) for a different config,
+   :class:`~semiseg3d.errors.InputError` names the differing keys. If ``DIR/model_final.pt``
+   exists the run is done: nothing happens. Otherwise the data and lists are checked
+   (:func:`check_inputs`: every case present and at least the patch after downsampling,
+   every labeled case with a label) before the folder is created, so a refused start
+   leaves nothing behind; temporaries of a killed earlier session are removed and the
+   resolved config is written to ``DIR/config.yaml``.
 2. Every random source is seeded from ``cfg.seed`` (:mod:`semiseg3d.training.seeding`), the
    networks are built (``dual``: :class:`~semiseg3d.models.DualNet`, ``.resnet`` = Subnet A,
    ``.vnet`` = Subnet B, one SGD optimizer each; ``suponly``: a :class:`~semiseg3d.models.VNet`
@@ -17,8 +20,10 @@ One call of :func:`train` runs (or resumes) the run in ``out_dir``:
    ``(loss_a, loss_b, terms) = dual_objective(...)`` (SupOnly: ``suponly_objective`` on the
    labeled batch), back-propagates ``loss_a + loss_b`` (so each optimizer sees the gradient
    of the sum, spec 2.7) and steps both optimizers.
-4. Every ``cfg.checkpoint_every`` iterations and at the end the full state goes to
-   ``DIR/checkpoint.pt`` (atomically); at the end ``DIR/model_final.pt`` is written last.
+4. Every ``cfg.checkpoint_every`` iterations the full state goes to ``DIR/checkpoint.pt``
+   (atomically); at the end ``DIR/model_final.pt`` is written and the checkpoint, which
+   only a resume needs, is removed (kept, and written at the last iteration too, with
+   ``keep_checkpoint: true``).
 
 A run stopped at any point and started again ends with bit-identical weights to an
 uninterrupted run on the same machine (CPU; the batches are a pure function of the seed
@@ -34,6 +39,7 @@ parameter gradient becomes non-finite.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +52,9 @@ from torch import nn
 from semiseg3d.data.dataset import VolumeDataset, cache_fits, make_loader
 from semiseg3d.data.sampler import TwoStreamBatchSampler
 from semiseg3d.data.transforms import gaussian_perturbation
-from semiseg3d.data.volumes import case_path, read_list
+from semiseg3d.data.volumes import case_path, check_volume_headers, read_list
 from semiseg3d.errors import InputError, Semiseg3dError, TrainingError
-from semiseg3d.io.atomic import write_text_atomic
+from semiseg3d.io.atomic import remove_stale_temps, write_text_atomic
 from semiseg3d.models import DualNet, VNet
 from semiseg3d.training.checkpoint import (
     CHECKPOINT_NAME,
@@ -74,7 +80,16 @@ from semiseg3d.training.seeding import (
     seed_everything,
 )
 
-__all__ = ["TrainResult", "train", "resolve_lists", "check_run_config", "STOP_AFTER_ENV"]
+__all__ = [
+    "TrainResult",
+    "TrainInputs",
+    "train",
+    "resolve_lists",
+    "check_inputs",
+    "check_run_config",
+    "remove_stale_run_temps",
+    "STOP_AFTER_ENV",
+]
 
 #: testing hook: stop (as if killed) once this many iterations are done in the session
 STOP_AFTER_ENV = "SEMISEG3D_STOP_AFTER"
@@ -125,8 +140,87 @@ def resolve_lists(cfg: TrainConfig) -> tuple[Path, Path, Path]:
     return data, train_list, test_list
 
 
-def check_run_config(cfg: TrainConfig, out_dir: Path) -> None:
+@dataclass(frozen=True)
+class TrainInputs:
+    """The checked data of a run (:func:`check_inputs`).
+
+    Attributes:
+        data: dataset folder.
+        train_list: the training list file.
+        ids: the cases the run reads (labeled first; ``suponly``: the labeled ones only).
+        n_labeled: labeled cases (the first ``n_labeled`` of ``ids``).
+        n_unlabeled: unlabeled cases (the rest of ``ids``).
+        batch_unlabeled: unlabeled patches per batch (0 for ``suponly``).
+    """
+
+    data: Path
+    train_list: Path
+    ids: list[str]
+    n_labeled: int
+    n_unlabeled: int
+    batch_unlabeled: int
+
+
+def check_inputs(cfg: TrainConfig) -> TrainInputs:
+    """Check the data and lists of a run from the files' headers, writing nothing.
+
+    Raises:
+        InputError: a missing folder, list or case; too few labeled cases for a batch;
+            no unlabeled case for ``dual``; a volume smaller than the patch after
+            downsampling (what ``semiseg3d check-data --min-shape PATCH --downsample D``
+            refuses); a labeled case without a ``label``.
+    """
+    data, train_list, _ = resolve_lists(cfg)
+    train_ids = read_list(train_list)
+    n_l = labeled_count(cfg, len(train_ids))
+    if n_l < cfg.batch_labeled:
+        raise InputError(
+            f"config: {n_l} labeled case(s) cannot fill a batch of batch_labeled = {cfg.batch_labeled}"
+        )
+    if cfg.method == "dual":
+        if n_l == len(train_ids):
+            raise InputError(
+                f"{train_list}: all {n_l} training cases are labeled; method 'dual' needs "
+                "unlabeled cases (lower 'labeled' / 'labeled_ratio', or use method 'suponly')"
+            )
+        ids, n_u, bu = train_ids, len(train_ids) - n_l, cfg.batch_unlabeled
+    else:
+        ids, n_u, bu = train_ids[:n_l], 0, 0
+    try:
+        check_volume_headers(
+            data,
+            ids,
+            ids[:n_l],
+            min_shape=cfg.patch,
+            downsample=cfg.downsample,
+            why=f"first {n_l} of {train_list}",
+        )
+    except InputError as exc:
+        if "smaller than the minimum" not in str(exc):
+            raise
+        raise InputError(
+            f"{exc} (config key 'patch' = {list(cfg.patch)}: choose a patch no larger than "
+            "every training volume, see docs/own-data.md)"
+        ) from exc
+    return TrainInputs(data, train_list, list(ids), n_l, n_u, bu)
+
+
+def remove_stale_run_temps(out_dir: Path) -> list[Path]:
+    """Remove what a killed session left in a run folder: unfinished atomic writes of
+    ``checkpoint.pt``, ``model_final.pt``, ``config.yaml`` (``.<name>.*.tmp*``)."""
+    removed: list[Path] = []
+    for name in (CHECKPOINT_NAME, FINAL_NAME, CONFIG_NAME):
+        removed += remove_stale_temps(out_dir / name)
+    return removed
+
+
+def check_run_config(cfg: TrainConfig, out_dir: Path, *, write: bool = True) -> None:
     """Write ``DIR/config.yaml``, or check that the one there (and the checkpoint's) match.
+
+    Args:
+        cfg: the run's config.
+        out_dir: the run folder.
+        write: write the config (False: only compare with what the folder holds).
 
     Raises:
         InputError: naming the differing keys, when the folder belongs to another config.
@@ -154,7 +248,8 @@ def check_run_config(cfg: TrainConfig, out_dir: Path) -> None:
                 f"{ckpt}: checkpoint was written with a different config (keys {diff}); "
                 "use another --out folder or delete this one"
             )
-    write_text_atomic(cfg_path, yaml.safe_dump(new, sort_keys=False))
+    if write:
+        write_text_atomic(cfg_path, yaml.safe_dump(new, sort_keys=False))
 
 
 def _build_networks(cfg: TrainConfig) -> tuple[nn.Module, dict[str, nn.Module]]:
@@ -219,13 +314,15 @@ def _grads_finite(nets: dict[str, nn.Module]) -> bool:
 class _Run:
     """State of one training session (built by :func:`train`)."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: Path, progress: bool | None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, out_dir: Path, progress: bool | None, inputs: TrainInputs
+    ) -> None:
         self.cfg = cfg
         self.out_dir = out_dir
         self.device = resolve_device(cfg)
         self.precision = Precision.from_config(cfg, self.device)
         seed_everything(cfg.seed)
-        self._build_data()
+        self._build_data(inputs)
         self.model, self.nets = _build_networks(cfg)
         self.model.to(self.device)
         self.model = self.precision.accel.prepare(self.model)
@@ -258,24 +355,10 @@ class _Run:
             progress=progress,
         )
 
-    def _build_data(self) -> None:
+    def _build_data(self, inputs: TrainInputs) -> None:
         cfg = self.cfg
-        data, train_list, _ = resolve_lists(cfg)
-        train_ids = read_list(train_list)
-        n_l = labeled_count(cfg, len(train_ids))
-        if n_l < cfg.batch_labeled:
-            raise InputError(
-                f"config: {n_l} labeled case(s) cannot fill a batch of batch_labeled = {cfg.batch_labeled}"
-            )
-        if cfg.method == "dual":
-            if n_l == len(train_ids):
-                raise InputError(
-                    f"{train_list}: all {n_l} training cases are labeled; method 'dual' needs "
-                    "unlabeled cases (lower 'labeled' / 'labeled_ratio', or use method 'suponly')"
-                )
-            ids, n_u, bu = train_ids, len(train_ids) - n_l, cfg.batch_unlabeled
-        else:
-            ids, n_u, bu = train_ids[:n_l], 0, 0
+        data, ids = inputs.data, inputs.ids
+        n_l, n_u, bu = inputs.n_labeled, inputs.n_unlabeled, inputs.batch_unlabeled
         self.n_labeled, self.n_unlabeled = n_l, n_u
         paths = [case_path(data, c) for c in ids]
         cache = cfg.cache_volumes
@@ -407,6 +490,12 @@ class _Run:
         )
 
 
+def _drop_checkpoint(cfg: TrainConfig, out: Path) -> None:
+    """After the run finished: remove the resumable state, unless ``keep_checkpoint``."""
+    if not cfg.keep_checkpoint:
+        (out / CHECKPOINT_NAME).unlink(missing_ok=True)
+
+
 def train(
     cfg: TrainConfig,
     out_dir: str | Path,
@@ -432,15 +521,33 @@ def train(
         TrainingError: a non-finite loss term (``paper`` mode) or gradient.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    check_run_config(cfg, out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: run folder (--out) exists and is not a folder")
+    existed, had_config = out.is_dir(), (out / CONFIG_NAME).is_file()
     final = out / FINAL_NAME
-    if final.is_file():
-        message = f"{final} exists: the run is finished, nothing to do"
-        print(f"semiseg3d train: {message}")
-        return TrainResult(out_dir=out, iteration=cfg.iterations, finished=True, skipped=True)
+    if out.is_dir():
+        check_run_config(cfg, out, write=False)
+        if final.is_file():
+            message = f"{final} exists: the run is finished, nothing to do"
+            print(f"semiseg3d train: {message}")
+            _drop_checkpoint(cfg, out)
+            return TrainResult(out_dir=out, iteration=cfg.iterations, finished=True, skipped=True)
+    # everything checkable is checked before the run folder is created or written to
+    inputs = check_inputs(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_run_temps(out)
+    # (compared above with what the folder held, if anything)
+    write_text_atomic(out / CONFIG_NAME, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     stop = _stop_after(stop_after)
-    run = _Run(cfg, out, progress)
+    try:
+        run = _Run(cfg, out, progress, inputs)
+    except Semiseg3dError:
+        # refused while reading the data (e.g. label values): leave the folder as it was
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        elif not had_config:
+            (out / CONFIG_NAME).unlink(missing_ok=True)
+        raise
     record = {**cfg.to_dict(), RUNTIME_KEY: run.runtime_record()}
     write_text_atomic(out / CONFIG_NAME, yaml.safe_dump(record, sort_keys=False))
     result = TrainResult(out_dir=out, iteration=run.start, finished=False, resumed_from=run.start)
@@ -486,7 +593,10 @@ def train(
             now = time.monotonic()
             result.iteration_seconds.append(now - tick)
             tick = now
-            if t % cfg.checkpoint_every == 0 or t == cfg.iterations:
+            last_step = t == cfg.iterations
+            if (t % cfg.checkpoint_every == 0 and not last_step) or (
+                last_step and cfg.keep_checkpoint
+            ):
                 run.save(t, loader_state, last)
         result.seconds = fb.elapsed
         if t < cfg.iterations:
@@ -499,6 +609,7 @@ def train(
             cfg.iterations,
         )
         result.finished = True
+        _drop_checkpoint(cfg, out)
         fb.info(
             f"finished {cfg.iterations} iterations in {result.seconds:.1f} s; wrote {final}"
             + (" " + " ".join(f"{k}={v:.4g}" for k, v in last.items()) if last else "")
