@@ -262,10 +262,11 @@ def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _recorded_seconds(out: Path) -> float:
-    from semiseg3d.training.checkpoint import load_checkpoint
+    """Training seconds of a finished run, from the last ``finished ... in X s`` log line."""
+    import re
 
-    ckpt = out / "checkpoint.pt"
-    return float(load_checkpoint(ckpt)["logger"]["elapsed"]) if ckpt.is_file() else float("nan")
+    found = re.findall(r"finished \d+ iterations in ([\d.]+) s", (out / "train.log").read_text())
+    return float(found[-1]) if found else float("nan")
 
 
 def write_row(row: dict[str, Any], path: Path) -> None:
