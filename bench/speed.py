@@ -13,7 +13,9 @@ i.e. data loading, the step and its logging): seconds per iteration of ``paper``
   the device supports bf16; float32 elsewhere),
 
 at the LA-lite patch (64 x 64 x 32 on the halved volumes) and at the paper's 112 x 112 x 80
-(full-resolution volumes). The first ``--warmup`` iterations of each run are dropped.
+(full-resolution volumes), on the first 16 cases of ``train.list`` (8 labeled + 8
+unlabeled, held in memory in both paths: ``cache_volumes: auto``). The first ``--warmup``
+iterations of each run are dropped.
 
 Inference: the trained run ``--run`` (any finished dual run folder, e.g. one of
 ``bench/la_lite.py``) predicts ``--cases`` LA-lite test volumes with the sliding window
@@ -92,8 +94,12 @@ def train_seconds(
     data: Path, method: str, path: str, patch: Sequence[int], downsample: int, n: int, warmup: int
 ) -> tuple[float, str]:
     """Mean seconds per iteration after ``warmup`` iterations, and the precision used."""
+    tmp = Path(tempfile.mkdtemp(prefix="speed_"))
+    ids = [s for s in (data / "train.list").read_text().split() if s][:16]
+    (tmp / "train.list").write_text("\n".join(ids) + "\n")  # 8 labeled + 8 unlabeled
     mapping = {
         "data_dir": str(data),
+        "train_list": str(tmp / "train.list"),
         "labeled": 8,
         "patch": list(patch),
         "downsample": downsample,
@@ -105,7 +111,6 @@ def train_seconds(
         **PATHS[path],
     }
     cfg = config_from_mapping(mapping, f"bench/speed.py ({method}, {path})")
-    tmp = Path(tempfile.mkdtemp(prefix="speed_"))
     try:
         result = train(cfg, tmp / "run", stop_after=n + warmup, progress=False)
         import yaml

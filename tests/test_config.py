@@ -28,6 +28,8 @@ def test_defaults_are_the_paper_la_settings():
     )
     assert (cfg.batch_labeled, cfg.batch_unlabeled, cfg.seed) == (2, 2, 1337)
     assert cfg.mode == "paper" and cfg.method == "dual"
+    # chosen on LA-lite-val (docs/method.md); the literal reading is threshold / none
+    assert (cfg.cps_target, cfg.pl_rampup) == ("argmax", "sigmoid")
 
 
 @pytest.mark.parametrize(

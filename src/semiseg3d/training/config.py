@@ -105,8 +105,12 @@ class TrainConfig:
     T: float = 0.5
     alpha: float = 70.0
     tau_cps: float = 0.6
-    cps_target: str = "threshold"  #: threshold (literal) | argmax | confident (see losses.cce)
-    pl_rampup: str = "none"  #: ramp of CPS, EFS and UE: none (weight 1) | sigmoid (to 1)
+    #: CPS target: argmax (default, chosen on LA-lite-val) | threshold (the paper's sentence
+    #: read literally) | confident (see losses.cce and docs/method.md)
+    cps_target: str = "argmax"
+    #: weight of CPS, EFS and UE: sigmoid ramp-up to 1 (default, chosen on LA-lite-val) |
+    #: none (1 from the first iteration, the paper read literally)
+    pl_rampup: str = "sigmoid"
     perturbation: str = "none"  #: per-net input perturbation (off in the paper's code)
     noise_std: float = 0.1
     # -- optimisation -------------------------------------------------------------------
