@@ -140,6 +140,8 @@ def pseudo_label(probs_fg: Tensor, connectivity: int = 26) -> Tensor:
 class BCP(Method):
     """BCP: student ``vnet`` (trained), teacher ``teacher`` (EMA only, train mode)."""
 
+    default_lcc = True
+
     def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
         from semiseg3d.models import VNet
 
