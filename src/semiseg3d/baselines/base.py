@@ -39,6 +39,7 @@ class StepContext(Protocol):
     device: torch.device
     noise_gen: torch.Generator  #: seeded generator on the device, saved in checkpoints
     pgl_gen: torch.Generator  #: a second one (dual: PGL sampling; BCP: cuboid masks)
+    label_u: Tensor  #: (B_u, X, Y, Z) labels of the unlabeled samples, -1 where absent
 
     def forward(self, net: nn.Module, x: Tensor, *, perturb: bool = False) -> Any:
         """``net(x)`` under the run's autocast and memory format; tensor outputs as float32."""

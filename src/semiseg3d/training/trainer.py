@@ -359,6 +359,7 @@ class _Run:
                 c for c, lab in zip(batch["case"][:bl], label_l, strict=True) if (lab < 0).any()
             ]
             raise InputError(f"labeled case(s) {cases} have no label in {cfg.data_dir}")
+        self.label_u = label[bl:]  # -1 where absent; diagnostics only, never a loss
         total, terms = self.method.loss(self, t, image, label_l)
         values = {**_as_floats(terms), "lr": lr}
         bad_name = first_nonfinite(terms)
