@@ -107,8 +107,10 @@ def test_dry_run_lists_every_run_of_the_paper_grid(root: Path, tmp_path: Path) -
     # by hand, per dataset and seed: Tables 1-3 full x2 + SupOnly x3; Table 4: 7 ablations
     # (+ full at 10 %); Table 5: cr_kl x4 + full at 15 and 25 %; Table 6: no_pgl_third x2;
     # Table 7: 8 alphas (the dataset's own alpha is full); Figure 8: 4 tau, 4 T and 5 lam
-    # values (0.6, 0.5 and the dataset's lam are full) = 41; x 3 datasets x 3 seeds = 369
-    assert len(expected) == 41 * 3 * 3
+    # values (0.6, 0.5 and the dataset's lam are full) = 41; x 3 datasets x 3 seeds = 369.
+    # Baselines of Tables 1-3 (shared recipe), per seed: LA 6 methods x 2 ratios = 12,
+    # Pancreas and BraTS 3 methods (UA-MT, DTC, BCP) x 2 ratios = 6 each; x 3 seeds = 72
+    assert len(expected) == 41 * 3 * 3 + (12 + 6 + 6) * 3
     proc = run_snakemake(copy_workflow(root, tmp_path), "-n", "train")
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs, counts = _dry_run_runs(proc.stdout)
@@ -125,7 +127,14 @@ def test_dry_run_of_the_demo(root: Path, tmp_path: Path) -> None:
         for ds, entry in demo.get(section, {}).items():
             params[section].setdefault(ds, {}).update(entry)
     expected = expected_runs(params)
-    assert {Path(r).parts[3] for r in expected} == {"full", "suponly", "no_pgl", "cr_kl", "lam0.3"}
+    assert {Path(r).parts[3] for r in expected} == {
+        "full",
+        "suponly",
+        "dtc",
+        "no_pgl",
+        "cr_kl",
+        "lam0.3",
+    }
     proc = run_snakemake(copy_workflow(root, tmp_path), "-n", "--configfile", "config/demo.yaml")
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs, counts = _dry_run_runs(proc.stdout)

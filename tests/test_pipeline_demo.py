@@ -33,7 +33,7 @@ def test_demo_dag_end_to_end(root: Path, tmp_path: Path) -> None:
 
     params = deep_merge(load_params(root / "params.yaml", [root / "config/demo.yaml"]), FAST)
     runs = expected_runs(params)
-    assert len(runs) == 6
+    assert len(runs) == 7  # full, no_pgl, cr_kl, lam0.3, suponly x2, dtc
     test_ids = (repo / "data/splits/synthetic/r20/test.list").read_text().split()
     assert len(test_ids) == params["data"]["synthetic"]["synth"]["test"]
     for run in sorted(runs):
@@ -72,7 +72,7 @@ def test_demo_dag_end_to_end(root: Path, tmp_path: Path) -> None:
         p.relative_to(reports / "figures").as_posix() for p in (reports / "figures").rglob("*.png")
     }
     assert "qualitative_synthetic.png" in figures and "figure8_synthetic.png" in figures
-    assert sum(f.startswith("curves/") for f in figures) == 6
+    assert sum(f.startswith("curves/") for f in figures) == 7
 
     # nothing left to do; then one HTML bundle of the tables, figures and run metrics
     again = run_snakemake(repo, "-n", *overlays)

@@ -276,7 +276,13 @@ def test_main_table_cells(results: Path) -> None:
     assert _row(table, Method="SupOnly (V-Net)", Labeled="All")["Dice (%)"] == "missing"
     ours20 = _row(table, Method="Ours", Labeled="20 % (16)")
     assert ours20["Dice (%)"] == "missing" and ours20["Dice paper (Δ)"] == "n/a"
-    assert table.n_missing() == 4 * 3  # SupOnly 20 %, All and Ours 20 %, four metrics each
+    # SupOnly 20 %, All and Ours 20 %, and the six baselines at 10 and 20 % (their paper
+    # values are quoted, so their rows are there without runs), four metrics each
+    assert table.n_missing() == 4 * (3 + 6 * 2)
+    methods = list(dict.fromkeys(table.display["Method"]))
+    assert methods == ["SupOnly (V-Net)", "UA-MT", "DTC", "MC-Net", "MC-Net+", "MCF", "BCP", "Ours"]
+    bcp20 = _row(table, Method="BCP", Labeled="20 % (16)")
+    assert bcp20["Dice (%)"] == "missing" and bcp20["Dice paper (Δ)"] == "91.61 (Δ n/a)"
     num = table.numeric.set_index(["variant", "ratio"])
     assert num.loc[("full", 10), "dice_mean"] == pytest.approx(90.0)
     assert num.loc[("full", 10), "dice_diff"] == pytest.approx(0.05)
@@ -294,6 +300,10 @@ def test_main_table_real_complexity(results: Path) -> None:
     assert sup["Params (M)"] == "9.45 (paper 9.44)"
     assert sup["MACs true (G)"] == "40.11"
     assert sup["MACs legacy (G)"] == "47.10 (paper 47.10)"
+    uamt = _row(table, Method="UA-MT", Labeled="10 % (8)")
+    assert uamt["Params (M)"] == "18.90 (paper 18.88)"  # student + EMA teacher
+    assert _row(table, Method="MC-Net+", Labeled="20 % (16)")["Params (M)"] == "15.25 (paper 15.25)"
+    assert _row(table, Method="DTC", Labeled="10 % (8)")["MACs legacy (G)"] == "47.10"
 
 
 def test_table4_and_unmapped_rows_note(results: Path) -> None:

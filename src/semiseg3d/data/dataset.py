@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from semiseg3d.data.transforms import random_crop
+from semiseg3d.data.transforms import random_crop, random_rot_flip
 from semiseg3d.data.volumes import (
     Volume,
     case_path,
@@ -56,6 +56,9 @@ class VolumeDataset(Dataset):
             and returned filled with ``NO_LABEL`` (-1); a present one is still returned.
         labeled_indices: with ``with_label=False``, the dataset indices that must still have
             a label (the labeled stream), e.g. ``range(n_labeled)``.
+        augment: ``none`` (random crop only, the paper's) or ``rotflip``
+            (:func:`~semiseg3d.data.transforms.random_rot_flip` before the crop, from the
+            same generator; the baselines' ``own`` recipes).
 
     Items:
         ``ds[(index, crop_seed)]`` -> ``{"image": float32 (1, PX, PY, PZ), "label": int64
@@ -79,6 +82,7 @@ class VolumeDataset(Dataset):
         with_label: bool = True,
         labeled_indices: Iterable[int] | None = None,
         cache: bool = False,
+        augment: str = "none",
     ) -> None:
         patch = tuple(int(p) for p in patch)
         if len(patch) != 3 or any(p < 1 for p in patch):
@@ -94,6 +98,9 @@ class VolumeDataset(Dataset):
         self.with_label = bool(with_label)
         self.labeled_indices = frozenset(int(i) for i in labeled_indices or ())
         self.cache = bool(cache)
+        if augment not in ("none", "rotflip"):
+            raise ValueError(f"augment must be none or rotflip, got {augment!r}")
+        self.augment = augment
         self._volumes: dict[int, Volume] = {}
 
     def __len__(self) -> int:
@@ -132,9 +139,11 @@ class VolumeDataset(Dataset):
         if isinstance(key, tuple | list):
             index, crop_seed = (int(k) for k in key)
             vol = self.volume(index)
-            image, label = random_crop(
-                vol.image, vol.label, self.patch, np.random.default_rng(crop_seed)
-            )
+            rng = np.random.default_rng(crop_seed)
+            image, label = vol.image, vol.label
+            if self.augment == "rotflip":
+                image, label = random_rot_flip(image, label, rng)
+            image, label = random_crop(image, label, self.patch, rng)
         else:
             vol = self.volume(int(key))
             image, label = vol.image, vol.label

@@ -17,11 +17,14 @@
    (:func:`~semiseg3d.data.convert_custom.prepare_inference`): a ``foreground`` crop is
    applied, a ``label`` crop is not (there is no label), every axis is padded to the patch.
    With ``downsample`` > 1 in the config the volume is block-averaged as in training.
-4. Sliding-window inference with the run's patch and stride (mean softmax of both subnets,
-   or the subnet the config's ``eval_subnet`` names).
+4. Sliding-window inference with the run's patch and stride and the method's own inference
+   rule (dual: mean softmax of both subnets, or the subnet the config's ``eval_subnet``
+   names; baselines: :meth:`semiseg3d.baselines.Method.inference_nets`).
 5. The foreground probability is put back on the full (resampled) grid (zero outside the
    crop), resampled linearly onto the input grid when the recipe resamples, and
-   thresholded at 0.5 (the argmax of two classes). The mask (uint8 {0, 1}), and optionally
+   thresholded at 0.5 (the argmax of two classes); where the run's ``postprocess_lcc`` or the
+   method's own test says so (DTC, BCP), only the mask's largest 26-connected component is
+   kept. The mask (uint8 {0, 1}), and optionally
    the probability and the entropy ``-sum_c p_c ln(p_c + 1e-10)`` (nats, float32), are
    written with the input's size, spacing, origin and direction.
 
@@ -49,7 +52,7 @@ from semiseg3d.data.convert_custom import (
 )
 from semiseg3d.data.geometry import from_xyz, read_image, resample_like
 from semiseg3d.errors import InputError
-from semiseg3d.inference.sliding_window import ProbFn, sliding_window_probs, softmax_ensemble
+from semiseg3d.inference.sliding_window import ProbFn, sliding_window_probs
 from semiseg3d.io.atomic import atomic_path, remove_stale_temps
 
 __all__ = [
@@ -284,7 +287,7 @@ def predict_scan(
         InputError: missing run or scan, unreadable scan, no recipe, CUDA asked for but not
             available, unsupported output type.
     """
-    from semiseg3d.inference.test_run import load_trained
+    from semiseg3d.inference.test_run import inference_rule, load_trained
 
     run = Path(run_dir)
     out = Path(out)
@@ -317,20 +320,13 @@ def predict_scan(
         dev = torch.device(device)
         opts, source = recipe_for_run(run, cfg.data_dir, cfg.dataset, preprocess)
         image = read_image(scan)
-        if cfg.method == "suponly":
-            members = [nets["vnet"]]
-        else:
-            members = {
-                "both": [nets["resnet"], nets["vnet"]],
-                "a": [nets["resnet"]],
-                "b": [nets["vnet"]],
-            }[cfg.eval_subnet]
+        members, prob_fn, lcc = inference_rule(cfg, nets)
         accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev)
         for net in members:
             accel.prepare(net.to(dev))
         pred = predict_image(
             image,
-            softmax_ensemble(members),
+            prob_fn,
             opts,
             cfg.patch,
             cfg.stride,
@@ -341,6 +337,14 @@ def predict_scan(
             channels_last=accel.channels_last,
             where=str(scan),
         )
+        if lcc:
+            from semiseg3d.inference.postprocess import largest_connected_component
+
+            kept = sitk.GetImageFromArray(
+                largest_connected_component(sitk.GetArrayFromImage(pred.mask)).astype(np.uint8)
+            )
+            kept.CopyInformation(pred.mask)
+            pred = Prediction(kept, pred.probability, pred.entropy)
         images = {"--out": pred.mask, "--probs": pred.probability, "--entropy": pred.entropy}
         for tmp, path, option in temps:
             _write(images[option], tmp, path)

@@ -1,14 +1,17 @@
 """``semiseg3d test --run DIR``: predict the test list of a trained run and score it.
 
 Reads ``DIR/model_final.pt`` (weights + config), runs sliding-window inference (spec 6.1)
-with the run's ``patch`` and ``stride`` on every case of the test list (by default the
+with the run's ``patch`` and ``stride`` on every case of the test list with the method's
+own inference rule (:class:`~semiseg3d.baselines.Method`; for the dual method by default the
 mean softmax of both subnets, ``eval_subnet`` picks one; optional largest connected
-component), and writes
+component, on by default where the method's own test applies it: DTC, BCP), and writes
 
 - ``DIR/predictions/<ID>.nii.gz``: uint8 masks on the grid the run was trained on (the
   downsampled grid when ``downsample`` > 1), with the case spacing when the h5 file has one;
 - ``DIR/metrics.csv``: one row per case and the mean / sd / sem rows
-  (:func:`semiseg3d.evaluation.metrics.metrics_table`).
+  (:func:`semiseg3d.evaluation.metrics.metrics_table`);
+- for a baseline, also the other post-processing variant (baselines spec 1.1):
+  ``DIR/metrics_lcc.csv`` (largest component kept) or ``DIR/metrics_nolcc.csv`` (none).
 
 The predictions folder and the CSV each appear complete or not at all.
 """
@@ -31,13 +34,20 @@ from semiseg3d.evaluation.evaluate import summary_line, write_metrics_csv
 from semiseg3d.evaluation.maskio import write_nifti_mask
 from semiseg3d.evaluation.metrics import case_metrics, metrics_table
 from semiseg3d.inference.postprocess import largest_connected_component
-from semiseg3d.inference.sliding_window import predict_label, sliding_window_probs, softmax_ensemble
+from semiseg3d.inference.sliding_window import ProbFn, predict_label, sliding_window_probs
 from semiseg3d.io.atomic import atomic_dir, remove_stale_temps
-from semiseg3d.models import DualNet, VNet
 from semiseg3d.training.checkpoint import FINAL_NAME, load_final
 from semiseg3d.training.config import TrainConfig, config_from_mapping
 
-__all__ = ["add_arguments", "main", "load_trained", "test_run", "PREDICTIONS_NAME", "METRICS_NAME"]
+__all__ = [
+    "add_arguments",
+    "main",
+    "load_trained",
+    "inference_rule",
+    "test_run",
+    "PREDICTIONS_NAME",
+    "METRICS_NAME",
+]
 
 PREDICTIONS_NAME = "predictions"
 METRICS_NAME = "metrics.csv"
@@ -51,7 +61,8 @@ def load_trained(run_dir: str | Path) -> tuple[TrainConfig, dict[str, nn.Module]
 
     Returns:
         ``(cfg, nets)`` with ``nets`` = ``{"resnet": Subnet A, "vnet": Subnet B}`` for a
-        dual run or ``{"vnet": ...}`` for SupOnly, on CPU in eval mode.
+        dual run, ``{"vnet": ...}`` for SupOnly, a baseline's trained networks by name
+        (:meth:`~semiseg3d.baselines.Method.build`), on CPU in eval mode.
 
     Raises:
         InputError: the file is missing or not a semiseg3d model.
@@ -59,8 +70,9 @@ def load_trained(run_dir: str | Path) -> tuple[TrainConfig, dict[str, nn.Module]
     path = Path(run_dir) / FINAL_NAME
     final = load_final(path)
     cfg = config_from_mapping(final["config"], str(path))
-    model: nn.Module = DualNet() if cfg.method == "dual" else VNet()
-    nets = {"resnet": model.resnet, "vnet": model.vnet} if cfg.method == "dual" else {"vnet": model}
+    from semiseg3d.baselines import get_method
+
+    _, nets = get_method(cfg).build()
     missing = sorted(set(nets) - set(final["models"]))
     if missing:
         raise InputError(f"{path}: weights of subnet(s) {missing} missing")
@@ -77,16 +89,22 @@ def load_trained(run_dir: str | Path) -> tuple[TrainConfig, dict[str, nn.Module]
 
 
 def _members(cfg: TrainConfig, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:
-    choice = subnet or cfg.eval_subnet
-    if choice not in ("both", "a", "b"):
-        raise InputError(f"--subnet must be one of both, a, b; got {choice!r}")
-    if cfg.method == "suponly":
-        if subnet == "a":
-            raise InputError("--subnet a: a SupOnly run has only the V-Net (subnet b)")
-        return [nets["vnet"]]
-    return {"both": [nets["resnet"], nets["vnet"]], "a": [nets["resnet"]], "b": [nets["vnet"]]}[
-        choice
-    ]
+    from semiseg3d.baselines import get_method
+
+    return get_method(cfg).inference_nets(nets, subnet)
+
+
+def inference_rule(
+    cfg: TrainConfig, nets: dict[str, nn.Module], subnet: str | None = None
+) -> tuple[list[nn.Module], ProbFn, bool]:
+    """The method's inference rule: the networks to run (move them to the device), the
+    window probability function, and whether its own test keeps the largest component
+    (``postprocess_lcc`` or the method's default)."""
+    from semiseg3d.baselines import get_method
+
+    method = get_method(cfg)
+    members = method.inference_nets(nets, subnet)
+    return members, method.prob_fn(members), cfg.postprocess_lcc or method.default_lcc
 
 
 def test_run(
@@ -140,10 +158,12 @@ def test_run(
         device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
     dev = torch.device(device)
     accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev)
-    members = _members(cfg, nets, subnet)
+    from semiseg3d.baselines import BASELINES
+
+    members, prob_fn, lcc = inference_rule(cfg, nets, subnet)
     for net in members:
         accel.prepare(net.to(dev))
-    prob_fn = softmax_ensemble(members)
+    alt_rows: list[dict] | None = [] if cfg.method in BASELINES else None
     dataset = VolumeDataset(data, ids, cfg.patch, downsample=cfg.downsample, with_label=True)
     rows = []
     remove_stale_temps(run / predictions_name)  # what a killed earlier run left
@@ -161,13 +181,15 @@ def test_run(
                 amp_dtype=accel.dtype,
                 channels_last=accel.channels_last,
             )
-            pred = predict_label(probs)
-            if cfg.postprocess_lcc:
-                pred = largest_connected_component(pred)
+            raw = predict_label(probs)
+            pred = largest_connected_component(raw) if lcc else raw
             write_nifti_mask(pred, pred_dir / f"{case_id}.nii.gz", spacing=vol.spacing)
             assert vol.label is not None
             row = {"case": case_id, **case_metrics(pred, vol.label, vol.spacing)}
             rows.append(row)
+            if alt_rows is not None:  # the other post-processing variant, logged beside
+                alt = raw if lcc else largest_connected_component(raw)
+                alt_rows.append({"case": case_id, **case_metrics(alt, vol.label, vol.spacing)})
             if verbose:
                 print(
                     f"{case_id}: dice {row['dice']:.4f} hd95 {row['hd95']:.2f} "
@@ -176,6 +198,9 @@ def test_run(
                 )
     table = metrics_table(rows)
     write_metrics_csv(table, run / out_name)
+    if alt_rows is not None:
+        alt_name = ("metrics_nolcc" if lcc else "metrics_lcc") + out_name.removeprefix("metrics")
+        write_metrics_csv(metrics_table(alt_rows), run / alt_name)
     if verbose:
         print(f"{summary_line(table)} -> {run / out_name}")
     return table

@@ -64,13 +64,22 @@ METRIC_SPECS: tuple[tuple[str, str, float], ...] = (
 #: the paper's datasets, in the order of its Tables 1-3
 PAPER_DATASETS = ("la", "pancreas", "brats")
 DATASET_TITLES = {"la": "LA", "pancreas": "Pancreas-CT", "brats": "BraTS-2019"}
-#: Tables 1-3: (variant, row label, network whose complexity the row shows)
+#: Tables 1-3: (variant, row label, network whose complexity the row shows), in the
+#: order of the rows: SupOnly, the baselines by publication year (the spec's order), ours.
+#: A baseline's complexity is that of every network it trains (teachers included).
 MAIN_METHODS = (
     ("suponly", "SupOnly (V-Net)", "vnet"),
+    ("uamt", "UA-MT", "uamt"),
+    ("dtc", "DTC", "dtc"),
+    ("mcnet", "MC-Net", "mcnet"),
+    ("mcnet_plus", "MC-Net+", "mcnet_plus"),
+    ("mcf", "MCF", "mcf"),
+    ("bcp", "BCP", "bcp"),
     ("full", "Ours", "dual"),
     ("code_faithful", "Ours (code-faithful)", "dual"),
 )
-#: the paper's rows of Tables 1-3: variant -> labeled ratios
+#: the paper's rows of Tables 1-3: variant -> labeled ratios (a baseline's rows are the
+#: ratios the paper values quote for it on that dataset, see :func:`main_table`)
 PAPER_MAIN_ROWS = {"suponly": (10, 20, 100), "full": (10, 20)}
 TABLE4_VARIANTS = (
     ("cps_only", "CPS only"),
@@ -580,14 +589,19 @@ def _main_table_number(dataset: str) -> int | None:
 
 
 def main_table(ctx: ReportContext, dataset: str) -> Table | None:
-    """Tables 1-3 layout for one dataset: SupOnly, Ours and (if run) code-faithful rows per
-    labeled ratio; the four metrics with the paper's values; parameters and both MAC counts
-    (true and legacy thop-style) at the dataset's patch. None when no row applies."""
+    """Tables 1-3 layout for one dataset: SupOnly, the baselines, Ours and (if run)
+    code-faithful rows per labeled ratio (a row where runs exist, the grid names it, or the
+    paper is quoted for it); the four metrics with the paper's values; parameters and both
+    MAC counts (true and legacy thop-style) at the dataset's patch. None when no row
+    applies."""
     disp_rows: list[tuple[dict[str, Any], dict[str, Any]]] = []
     for variant, label, model in MAIN_METHODS:
         ratios = ctx.ratios(dataset, variant)
         if dataset in PAPER_DATASETS:
             ratios |= set(PAPER_MAIN_ROWS.get(variant, ()))
+            quoted = ((ctx.paper.get("runs") or {}).get(dataset) or {}).get(variant) or {}
+            if variant not in PAPER_MAIN_ROWS and variant not in ("code_faithful",):
+                ratios |= {int(r) for r in quoted}
         cx = ctx.model_complexity(model, dataset) if ratios else None
         for ratio in sorted(ratios):
             display: dict[str, Any] = {"Method": label, "Labeled": ctx.labeled_text(dataset, ratio)}

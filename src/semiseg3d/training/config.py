@@ -26,7 +26,10 @@ __all__ = ["TrainConfig", "load_config", "parse_overrides", "labeled_count", "RU
 RUNTIME_KEY = "runtime"
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
-    "method": ("dual", "suponly"),
+    "method": ("dual", "suponly", "uamt", "dtc", "mcnet", "mcnet_plus", "mcf", "bcp"),
+    "recipe": ("shared", "own"),
+    "augment": ("none", "rotflip"),
+    "mcnet_infer": ("decoder1", "mean"),
     "mode": ("paper", "code_faithful"),
     "ic_distance": ("cosine", "mse", "none"),
     "cps_target": ("threshold", "argmax", "confident"),
@@ -68,6 +71,7 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "checkpoint_every": (1, math.inf, True, False),
     "downsample": (1, 16, True, True),
     "noise_std": (0.0, math.inf, True, False),
+    "bcp_pretrain_steps": (0, math.inf, True, False),
 }
 
 
@@ -87,7 +91,14 @@ class TrainConfig:
     stride: tuple[int, int, int] = (18, 18, 4)
     downsample: int = 1  #: integer spatial downsampling on load (reduced-scale runs)
     # -- method -------------------------------------------------------------------------
-    method: str = "dual"  #: dual (the paper's method) or suponly (V-Net, labeled only)
+    method: str = "dual"  #: dual (the paper's method), suponly, or a baseline (semiseg3d.baselines)
+    recipe: str = "shared"  #: baselines: shared (the paper's protocol) | own (the original's)
+    augment: str = (
+        "none"  #: none (random crop only) | rotflip (k x 90 deg rotation + flip, then crop)
+    )
+    bcp_pretrain_steps: int = 2000  #: BCP: labeled-only copy-paste pre-training steps
+    mcnet_infer: str = "decoder1"  #: MC-Net(+): decoder1 (published) | mean of the decoders
+    mcnet_detach_target: bool = False  #: MC-Net(+): detach the sharpened targets
     mode: str = "paper"  #: paper (spec 3) or code_faithful (spec 2)
     use_cr: bool = True
     use_cps: bool = True
@@ -226,6 +237,13 @@ def _validate(cfg: TrainConfig) -> None:
         raise InputError(f"config key 'lr_steps' must be increasing, got {list(cfg.lr_steps)}")
     if cfg.method == "dual" and cfg.batch_unlabeled < 1:
         raise InputError("config key 'batch_unlabeled' must be >= 1 for method 'dual'")
+    if cfg.method not in ("dual", "suponly") and cfg.batch_unlabeled < 1:
+        raise InputError(f"config key 'batch_unlabeled' must be >= 1 for method '{cfg.method}'")
+    if cfg.method == "bcp" and (cfg.batch_labeled != cfg.batch_unlabeled or cfg.batch_labeled % 2):
+        raise InputError(
+            "method 'bcp' needs batch_labeled = batch_unlabeled, an even number (halves a, b); "
+            f"got {cfg.batch_labeled} + {cfg.batch_unlabeled}"
+        )
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

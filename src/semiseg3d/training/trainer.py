@@ -1,4 +1,9 @@
-"""The training loop: the dual network (spec 2-4) or the SupOnly V-Net baseline.
+"""The training loop of every method: the dual network (spec 2-4), SupOnly and the
+baselines (UA-MT, DTC, MC-Net(+), MCF, BCP; :mod:`semiseg3d.baselines`).
+
+Everything method-specific (networks, teachers, the loss of one step, EMA updates, the
+step count and learning rate) comes from the run's :class:`~semiseg3d.baselines.Method`;
+the loop below is the same for all of them.
 
 One call of :func:`train` runs (or resumes) the run in ``out_dir``:
 
@@ -12,7 +17,10 @@ One call of :func:`train` runs (or resumes) the run in ``out_dir``:
 2. Every random source is seeded from ``cfg.seed`` (:mod:`semiseg3d.training.seeding`), the
    networks are built (``dual``: :class:`~semiseg3d.models.DualNet`, ``.resnet`` = Subnet A,
    ``.vnet`` = Subnet B, one SGD optimizer each; ``suponly``: a :class:`~semiseg3d.models.VNet`
-   and one optimizer) and, when ``DIR/checkpoint.pt`` exists, everything is restored from it.
+   and one optimizer; a baseline: its trained networks, one optimizer each, and its EMA
+   teachers) and, when ``DIR/checkpoint.pt`` exists, everything is restored from it.
+   A ``recipe: own`` config is first resolved to the original's settings
+   (:func:`semiseg3d.baselines.recipes.resolve_recipe`).
 3. Iteration ``t`` (0-based) sets the learning rate of every optimizer to
    ``lr_at(cfg, t)``, takes the batch of iteration ``t`` from the stateless two-stream sampler
    (``batch_labeled`` labeled cases = the first N of the training list, then
@@ -49,13 +57,14 @@ import torch
 import yaml
 from torch import nn
 
+from semiseg3d.baselines import Method, get_method
+from semiseg3d.baselines.recipes import resolve_recipe
 from semiseg3d.data.dataset import VolumeDataset, cache_fits, make_loader
 from semiseg3d.data.sampler import TwoStreamBatchSampler
 from semiseg3d.data.transforms import gaussian_perturbation
 from semiseg3d.data.volumes import case_path, check_volume_headers, read_list
 from semiseg3d.errors import InputError, Semiseg3dError, TrainingError
 from semiseg3d.io.atomic import remove_stale_temps, write_text_atomic
-from semiseg3d.models import DualNet, VNet
 from semiseg3d.training.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -177,11 +186,12 @@ def check_inputs(cfg: TrainConfig) -> TrainInputs:
         raise InputError(
             f"config: {n_l} labeled case(s) cannot fill a batch of batch_labeled = {cfg.batch_labeled}"
         )
-    if cfg.method == "dual":
+    if get_method(cfg).uses_unlabeled:
         if n_l == len(train_ids):
             raise InputError(
-                f"{train_list}: all {n_l} training cases are labeled; method 'dual' needs "
-                "unlabeled cases (lower 'labeled' / 'labeled_ratio', or use method 'suponly')"
+                f"{train_list}: all {n_l} training cases are labeled; method "
+                f"'{cfg.method}' needs unlabeled cases (lower 'labeled' / 'labeled_ratio', "
+                "or use method 'suponly')"
             )
         ids, n_u, bu = train_ids, len(train_ids) - n_l, cfg.batch_unlabeled
     else:
@@ -252,14 +262,14 @@ def check_run_config(cfg: TrainConfig, out_dir: Path, *, write: bool = True) -> 
         write_text_atomic(cfg_path, yaml.safe_dump(new, sort_keys=False))
 
 
-def _build_networks(cfg: TrainConfig) -> tuple[nn.Module, dict[str, nn.Module]]:
-    """The model and its subnets by name (``resnet`` = A, ``vnet`` = B), freshly seeded."""
-    torch.manual_seed(derive_seed(cfg.seed, "model"))
-    if cfg.method == "dual":
-        model: nn.Module = DualNet()
-        return model, {"resnet": model.resnet, "vnet": model.vnet}
-    model = VNet()
-    return model, {"vnet": model}
+def _build_networks(
+    method: Method,
+) -> tuple[nn.Module, dict[str, nn.Module], dict[str, nn.Module]]:
+    """The model, its trained subnets by name (dual: ``resnet`` = A, ``vnet`` = B) and the
+    method's EMA teachers, freshly seeded."""
+    torch.manual_seed(derive_seed(method.cfg.seed, "model"))
+    model, nets = method.build()
+    return model, nets, method.build_teachers()
 
 
 def _stop_after(stop_after: int | None) -> int | None:
@@ -322,11 +332,16 @@ class _Run:
         self.device = resolve_device(cfg)
         self.precision = Precision.from_config(cfg, self.device)
         seed_everything(cfg.seed)
+        self.method = get_method(cfg)
+        self.total = self.method.total_steps()
         self._build_data(inputs)
-        self.model, self.nets = _build_networks(cfg)
+        self.model, self.nets, self.teachers = _build_networks(self.method)
         self.model.to(self.device)
         self.model = self.precision.accel.prepare(self.model)
         self.model.train()
+        for teacher in self.teachers.values():  # teachers stay in train mode (dropout, BN)
+            self.precision.accel.prepare(teacher.to(self.device)).train()
+        self.method.attach(self.nets, self.teachers)
         self.optimizers = {
             name: torch.optim.SGD(
                 net.parameters(),
@@ -348,9 +363,9 @@ class _Run:
             elapsed = float(self.checkpoint["logger"].get("elapsed", 0.0))
         self.feedback = RunFeedback(
             out_dir,
-            cfg.iterations,
+            self.total,
             self.start,
-            log_every=max(1, min(50, cfg.iterations // 20)),
+            log_every=max(1, min(50, self.total // 20)),
             elapsed=elapsed,
             progress=progress,
         )
@@ -369,8 +384,9 @@ class _Run:
             ids,
             cfg.patch,
             downsample=cfg.downsample,
-            with_label=cfg.method == "suponly",
+            with_label=not self.method.uses_unlabeled,
             cache=bool(cache),
+            augment=cfg.augment,
         )
         self.dataset.preload()
         self.sampler = TwoStreamBatchSampler(
@@ -391,6 +407,8 @@ class _Run:
             net.load_state_dict(ckpt["models"][name])
         for name, opt in self.optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
+        for name, teacher in self.teachers.items():
+            teacher.load_state_dict(ckpt["teachers"][name])
         self.precision.scaler.load_state_dict(ckpt["scaler"])
         restore_rng_state(ckpt["rng"])
         self.pgl_gen.set_state(ckpt["pgl_generator"])
@@ -402,9 +420,11 @@ class _Run:
         """Write the full state after ``iteration`` optimizer steps."""
         rng = capture_rng_state()
         rng["perturbation"] = self.noise_gen.get_state()
+        teachers = {"teachers": {n: t.state_dict() for n, t in self.teachers.items()}}
         save_checkpoint(
             self.out_dir / CHECKPOINT_NAME,
             {
+                **(teachers if self.teachers else {}),
                 "iteration": iteration,
                 "config": self.cfg.to_dict(),
                 "models": {name: net.state_dict() for name, net in self.nets.items()},
@@ -424,13 +444,23 @@ class _Run:
             x = gaussian_perturbation(x, cfg.noise_std, 2.0 * cfg.noise_std, self.noise_gen)
         return self.precision.accel.prepare(x)
 
+    def forward(self, net: nn.Module, x: torch.Tensor, *, perturb: bool = False) -> Any:
+        """``net(x)`` under the run's autocast and memory format, tensor outputs in float32
+        (a tuple or list of tensors keeps its kind). ``perturb``: apply the configured
+        input perturbation first (the dual method's and SupOnly's input path)."""
+        x = self._input(x) if perturb else self.precision.accel.prepare(x)
+        with self.precision.autocast():
+            out = net(x)
+        if isinstance(out, torch.Tensor):
+            return out.float()
+        return type(out)(o.float() for o in out)
+
     def step(self, t: int, batch: dict[str, Any]) -> dict[str, float]:
         """Run iteration ``t`` on ``batch``; return the logged values."""
-        from semiseg3d.losses.objective import dual_objective, first_nonfinite, suponly_objective
-        from semiseg3d.losses.ramps import lr_at
+        from semiseg3d.losses.objective import first_nonfinite
 
         cfg = self.cfg
-        lr = float(lr_at(cfg, t))
+        lr = self.method.lr(t)
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -443,23 +473,8 @@ class _Run:
                 c for c, lab in zip(batch["case"][:bl], label_l, strict=True) if (lab < 0).any()
             ]
             raise InputError(f"labeled case(s) {cases} have no label in {cfg.data_dir}")
-        with self.precision.autocast():
-            if cfg.method == "dual":
-                out_a = self.nets["resnet"](self._input(image))
-                out_b = self.nets["vnet"](self._input(image))
-            else:
-                out_b = self.nets["vnet"](self._input(image))
-        out_b = (out_b[0].float(), out_b[1].float())
-        if cfg.method == "dual":
-            out_a = (out_a[0].float(), out_a[1].float())
-            loss_a, loss_b, terms = dual_objective(
-                out_a, out_b, label_l, cfg, t, self.pgl_gen, diagnostics=True
-            )
-            if cfg.mode == "paper":
-                terms.update(unlabeled_truth(out_a[0], out_b[0], label[bl:]))
-            total = loss_a + loss_b
-        else:
-            total, terms = suponly_objective(out_b, label_l)
+        self.label_u = label[bl:]  # -1 where absent; diagnostics only, never a loss
+        total, terms = self.method.loss(self, t, image, label_l)
         values = {**_as_floats(terms), "lr": lr}
         bad_name = first_nonfinite(terms)
         if bad_name is not None and cfg.mode == "paper":
@@ -475,6 +490,7 @@ class _Run:
         for opt in self.optimizers.values():
             scaler.step(opt)
         scaler.update()
+        self.method.after_step(t)
         return values
 
     def _nonfinite_message(self, name: str, t: int, values: dict[str, float]) -> str:
@@ -523,6 +539,7 @@ def train(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: run folder (--out) exists and is not a folder")
+    cfg = resolve_recipe(cfg)
     existed, had_config = out.is_dir(), (out / CONFIG_NAME).is_file()
     final = out / FINAL_NAME
     if out.is_dir():
@@ -531,7 +548,8 @@ def train(
             message = f"{final} exists: the run is finished, nothing to do"
             print(f"semiseg3d train: {message}")
             _drop_checkpoint(cfg, out)
-            return TrainResult(out_dir=out, iteration=cfg.iterations, finished=True, skipped=True)
+            total = get_method(cfg).total_steps()
+            return TrainResult(out_dir=out, iteration=total, finished=True, skipped=True)
     # everything checkable is checked before the run folder is created or written to
     inputs = check_inputs(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -554,7 +572,7 @@ def train(
     with run.feedback.session() as fb:
         loader = make_loader(
             run.dataset,
-            run.sampler.with_iterations(cfg.iterations, run.start),
+            run.sampler.with_iterations(run.total, run.start),
             cfg.num_workers,
             seed=derive_seed(cfg.seed, "loader"),
         )
@@ -572,7 +590,7 @@ def train(
         verb = f"resuming at iteration {run.start}" if run.start else "starting"
         fb.info(
             f"{verb}: method {cfg.method}, mode {cfg.mode}, {run.n_labeled} labeled + "
-            f"{run.n_unlabeled} unlabeled cases, {cfg.iterations} iterations, device "
+            f"{run.n_unlabeled} unlabeled cases, {run.total} iterations, device "
             f"{run.device}, seed {cfg.seed}, out {out}"
         )
         last: dict[str, float] = {}
@@ -593,25 +611,25 @@ def train(
             now = time.monotonic()
             result.iteration_seconds.append(now - tick)
             tick = now
-            last_step = t == cfg.iterations
+            last_step = t == run.total
             if (t % cfg.checkpoint_every == 0 and not last_step) or (
                 last_step and cfg.keep_checkpoint
             ):
                 run.save(t, loader_state, last)
         result.seconds = fb.elapsed
-        if t < cfg.iterations:
-            fb.info(f"stopped after iteration {t} of {cfg.iterations} (testing hook)")
+        if t < run.total:
+            fb.info(f"stopped after iteration {t} of {run.total} (testing hook)")
             return result
         save_final(
             final,
             {name: net.state_dict() for name, net in run.nets.items()},
             cfg.to_dict(),
-            cfg.iterations,
+            run.total,
         )
         result.finished = True
         _drop_checkpoint(cfg, out)
         fb.info(
-            f"finished {cfg.iterations} iterations in {result.seconds:.1f} s; wrote {final}"
+            f"finished {run.total} iterations in {result.seconds:.1f} s; wrote {final}"
             + (" " + " ".join(f"{k}={v:.4g}" for k, v in last.items()) if last else "")
         )
     return result

@@ -1,0 +1,181 @@
+"""The per-method part of training and inference (baselines spec, section 1.3).
+
+The trainer (:mod:`semiseg3d.training.trainer`), ``semiseg3d test`` and ``semiseg3d
+predict`` hold no per-method code: they ask the run's :class:`Method` for
+
+- ``build()``: the trained networks by name (one SGD optimizer each, saved in checkpoints
+  and in ``model_final.pt``), and ``build_teachers()``: EMA copies (no optimizer, saved in
+  checkpoints only);
+- ``total_steps()`` and ``lr(t)``: the optimizer steps of the run and the learning rate of
+  step ``t`` (BCP adds its pre-training stage);
+- ``loss(ctx, t, image, label_l)``: the scalar to back-propagate and the named terms to log,
+  for the batch of step ``t`` (labeled samples first);
+- ``after_step(t)``: EMA updates;
+- ``inference_nets(nets, subnet)`` and ``prob_fn(members)``: the networks and the
+  probability function of the method's own inference rule; ``default_lcc``: whether its own
+  test keeps the largest connected component.
+
+The dual method and SupOnly are :class:`Method` objects too (:class:`DualMethod`,
+:class:`SupOnlyMethod`); the baselines live in one module each.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from semiseg3d.errors import InputError
+from semiseg3d.inference.sliding_window import ProbFn, softmax_ensemble
+from semiseg3d.training.config import TrainConfig
+
+__all__ = ["StepContext", "Method", "DualMethod", "SupOnlyMethod"]
+
+
+class StepContext(Protocol):
+    """What the trainer lends a method during one step."""
+
+    device: torch.device
+    noise_gen: torch.Generator  #: seeded generator on the device, saved in checkpoints
+    pgl_gen: torch.Generator  #: a second one (dual: PGL sampling; BCP: cuboid masks)
+    label_u: Tensor  #: (B_u, X, Y, Z) labels of the unlabeled samples, -1 where absent
+
+    def forward(self, net: nn.Module, x: Tensor, *, perturb: bool = False) -> Any:
+        """``net(x)`` under the run's autocast and memory format; tensor outputs as float32."""
+        ...
+
+
+class Method:
+    """Base class: one V-Net-free skeleton; subclasses fill in the parts (module docstring).
+
+    Args:
+        cfg: the run config (validated).
+    """
+
+    #: trains on unlabeled cases too (the sampler draws ``batch_unlabeled`` of them)
+    uses_unlabeled: bool = True
+    #: the method's own test keeps the largest connected component
+    default_lcc: bool = False
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.nets: dict[str, nn.Module] = {}
+        self.teachers: dict[str, nn.Module] = {}
+
+    # -- networks ------------------------------------------------------------------------
+    def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
+        """Fresh networks: ``(container, trained networks by name)``."""
+        raise NotImplementedError
+
+    def build_teachers(self) -> dict[str, nn.Module]:
+        """EMA teachers by name (none by default); built after :meth:`build`."""
+        return {}
+
+    def attach(self, nets: dict[str, nn.Module], teachers: dict[str, nn.Module]) -> None:
+        """Remember the (device-placed) networks the steps work on."""
+        self.nets, self.teachers = nets, teachers
+
+    # -- schedule ------------------------------------------------------------------------
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run."""
+        return self.cfg.iterations
+
+    def lr(self, t: int) -> float:
+        """Learning rate of step ``t`` (0-based)."""
+        from semiseg3d.losses.ramps import lr_at
+
+        return float(lr_at(self.cfg, t))
+
+    # -- one step ------------------------------------------------------------------------
+    def loss(
+        self, ctx: StepContext, t: int, image: Tensor, label_l: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of step ``t``.
+
+        Args:
+            ctx: the trainer's step context.
+            t: 0-based step index.
+            image: (B_l + B_u, 1, X, Y, Z), labeled samples first.
+            label_l: (B_l, X, Y, Z) int64 labels of the labeled samples.
+
+        Returns:
+            ``(total, terms)``: the scalar to back-propagate, named 0-d terms (detached).
+        """
+        raise NotImplementedError
+
+    def after_step(self, t: int) -> None:
+        """Called after the optimizer step of ``t`` (EMA updates)."""
+
+    # -- inference -----------------------------------------------------------------------
+    def inference_nets(self, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:
+        """The networks the method's inference rule runs (in eval mode, on CPU)."""
+        if subnet not in (None, "both", "b"):
+            raise InputError(f"--subnet {subnet}: method '{self.cfg.method}' has one network")
+        return [next(iter(nets.values()))]
+
+    def prob_fn(self, members: list[nn.Module]) -> ProbFn:
+        """``(B, 1, px, py, pz) -> (B, 2, px, py, pz)`` class probabilities."""
+        return softmax_ensemble(members)
+
+
+class DualMethod(Method):
+    """The paper's dual network (spec 2-4): ``dual_objective``; both subnets step on the
+    gradient of ``loss_a + loss_b``."""
+
+    def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
+        from semiseg3d.models import DualNet
+
+        model = DualNet()
+        return model, {"resnet": model.resnet, "vnet": model.vnet}
+
+    def loss(
+        self, ctx: StepContext, t: int, image: Tensor, label_l: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        from semiseg3d.losses import objective
+
+        out_a = ctx.forward(self.nets["resnet"], image, perturb=True)
+        out_b = ctx.forward(self.nets["vnet"], image, perturb=True)
+        loss_a, loss_b, terms = objective.dual_objective(
+            out_a, out_b, label_l, self.cfg, t, ctx.pgl_gen, diagnostics=True
+        )
+        if self.cfg.mode == "paper":
+            from semiseg3d.training.trainer import unlabeled_truth
+
+            terms.update(unlabeled_truth(out_a[0], out_b[0], ctx.label_u))
+        return loss_a + loss_b, terms
+
+    def inference_nets(self, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:
+        choice = subnet or self.cfg.eval_subnet
+        if choice not in ("both", "a", "b"):
+            raise InputError(f"--subnet must be one of both, a, b; got {choice!r}")
+        return {
+            "both": [nets["resnet"], nets["vnet"]],
+            "a": [nets["resnet"]],
+            "b": [nets["vnet"]],
+        }[choice]
+
+
+class SupOnlyMethod(Method):
+    """SupOnly: the V-Net on labeled data only, ``CE + Dice`` (spec 9)."""
+
+    uses_unlabeled = False
+
+    def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
+        from semiseg3d.models import VNet
+
+        model = VNet()
+        return model, {"vnet": model}
+
+    def loss(
+        self, ctx: StepContext, t: int, image: Tensor, label_l: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        from semiseg3d.losses import objective
+
+        out_b = ctx.forward(self.nets["vnet"], image, perturb=True)
+        return objective.suponly_objective(out_b, label_l)
+
+    def inference_nets(self, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:
+        if subnet == "a":
+            raise InputError("--subnet a: a SupOnly run has only the V-Net (subnet b)")
+        return [nets["vnet"]]
