@@ -71,11 +71,11 @@ def test_bad_values_are_one_line_errors() -> None:
         resolve_acceleration("fp16", "auto", "cpu")
     with pytest.raises(InputError, match="'amp' must be one of"):
         resolve_acceleration("fp8", "auto", "cpu")
-    with pytest.raises(InputError, match="'channels_last' must be true, false or auto"):
+    with pytest.raises(InputError, match="channels_last'? must be true, false or auto"):
         load_config(None, {"channels_last": "yes"})
-    with pytest.raises(InputError, match="'channels_last' must be true, false or auto"):
+    with pytest.raises(InputError, match="channels_last'? must be true, false or auto"):
         load_config(None, {"channels_last": 1})
-    with pytest.raises(InputError, match="'cache_volumes'"):
+    with pytest.raises(InputError, match="cache_volumes"):
         load_config(None, {"cache_volumes": "always"})
     assert load_config(None, {"channels_last": "auto", "amp": "auto"}).amp == "auto"
 

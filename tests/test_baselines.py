@@ -435,7 +435,7 @@ def test_uamt_resume_is_bit_identical_and_keeps_the_teacher(synth: Path, tmp_pat
     from semiseg3d.training.checkpoint import load_checkpoint
     from semiseg3d.training.trainer import train
 
-    cfg = _cfg(synth, "uamt", iterations=3, checkpoint_every=2)
+    cfg = _cfg(synth, "uamt", iterations=3, checkpoint_every=2, keep_checkpoint=True)
     straight = train(cfg, tmp_path / "straight", progress=False)
     train(cfg, tmp_path / "resumed", stop_after=2, progress=False)
     second = train(cfg, tmp_path / "resumed", progress=False)
