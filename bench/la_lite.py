@@ -165,32 +165,19 @@ def machine() -> str:
 
 def commit() -> str:
     """The checked-out commit (with ``+dirty`` when the tree has changes), or ``unknown``."""
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", *args], cwd=repo_root(), capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=repo_root(),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo_root(),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
-
-
-def _iteration_times(log: Path) -> list[float]:
-    stamps = []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        if line[20:].startswith("iter "):
-            stamps.append(dt.datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
-    return [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False)]
 
 
 def measure(args: argparse.Namespace) -> None:

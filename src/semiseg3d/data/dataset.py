@@ -32,7 +32,9 @@ from semiseg3d.data.volumes import (
     check_min_shape,
     downsample_volume,
     load_volume,
+    volume_header,
 )
+from semiseg3d.errors import InputError
 
 __all__ = ["VolumeDataset", "make_loader", "seed_worker", "cache_fits", "CACHE_LIMIT_BYTES"]
 
@@ -158,19 +160,16 @@ class VolumeDataset(Dataset):
 def cache_fits(paths: Sequence[Path], downsample: int, limit: int = CACHE_LIMIT_BYTES) -> bool:
     """True when the image and label arrays of ``paths``, downsampled, need <= ``limit`` bytes.
 
-    Reads only the h5 headers (shapes and dtypes of ``image`` and ``label``). Image is
+    Reads only the h5 headers (:func:`~semiseg3d.data.volumes.volume_header`). Image is
     counted as float32, label as one byte per voxel, divided by ``downsample**3``.
     """
-    import h5py
-
     total = 0
     for path in paths:
         try:
-            with h5py.File(path, "r") as f:
-                voxels = int(np.prod(f["image"].shape))
-        except (OSError, KeyError):
+            shape, _ = volume_header(path)
+        except InputError:
             return False  # let the real read report the problem
-        total += voxels * 5 // max(1, downsample) ** 3
+        total += int(np.prod(shape)) * 5 // max(1, downsample) ** 3
         if total > limit:
             return False
     return True

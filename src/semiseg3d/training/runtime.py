@@ -67,14 +67,6 @@ class Precision:
     accel: Acceleration
     scaler: torch.amp.GradScaler
 
-    @property
-    def device(self) -> torch.device:
-        return self.accel.device
-
-    @property
-    def dtype(self) -> torch.dtype | None:
-        return self.accel.dtype
-
     @classmethod
     def from_config(cls, cfg: TrainConfig, device: torch.device) -> Precision:
         """``cfg.amp`` and ``cfg.channels_last`` resolved for ``device`` (CPU and CUDA alike).
