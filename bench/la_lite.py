@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import fcntl
 import platform
 import shutil
 import subprocess
@@ -263,17 +264,22 @@ def write_row(row: dict[str, Any], path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     key = (str(row["method"]), str(row["seed"]), str(row["iterations"]))
-    rows: list[dict[str, Any]] = []
-    if path.is_file():
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = [
-                r for r in csv.DictReader(f) if (r["method"], r["seed"], r["iterations"]) != key
-            ]
-    rows.append(row)
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    # two bench processes may finish together: the read-modify-write holds a lock
+    with (path.parent / f".{path.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows: list[dict[str, Any]] = []
+        if path.is_file():
+            with path.open(newline="", encoding="utf-8") as f:
+                rows = [
+                    r
+                    for r in csv.DictReader(f)
+                    if (r["method"], r["seed"], r["iterations"]) != key
+                ]
+        rows.append(row)
+        with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
