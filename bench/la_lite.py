@@ -271,9 +271,7 @@ def write_row(row: dict[str, Any], path: Path) -> None:
         if path.is_file():
             with path.open(newline="", encoding="utf-8") as f:
                 rows = [
-                    r
-                    for r in csv.DictReader(f)
-                    if (r["method"], r["seed"], r["iterations"]) != key
+                    r for r in csv.DictReader(f) if (r["method"], r["seed"], r["iterations"]) != key
                 ]
         rows.append(row)
         with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
