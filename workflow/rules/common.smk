@@ -120,9 +120,10 @@ def run_settings(wildcards):
     return rc.variant_settings(config, wildcards.dataset, wildcards.variant)
 
 
-def overlay_args(wildcards):
-    """``--overlay FILE`` for each ``--configfile`` overlay given to Snakemake."""
-    return " ".join(f"--overlay {shlex.quote(p)}" for p in OVERLAYS)
+# ``--overlay FILE`` for each ``--configfile`` overlay given to Snakemake; braces doubled, as
+# Snakemake fills wildcards into params strings
+OVERLAY_ARGS = " ".join(f"--overlay {shlex.quote(p)}" for p in OVERLAYS)
+OVERLAY_ARGS = OVERLAY_ARGS.replace("{", "{{").replace("}", "}}")
 
 
 def fetch_args(wildcards):

@@ -37,7 +37,7 @@ rule build_report:
     conda:
         "../envs/semiseg3d.yaml"
     params:
-        overlays=overlay_args,
+        overlays=OVERLAY_ARGS,
         params_file=PARAMS_FILE,
         results=lambda w, input: RUNS_ROOT,
         out=lambda w, output: os.path.dirname(output.summary),

@@ -17,10 +17,12 @@ rule run_config:
     params:
         # the resolved settings: when they change, this config (and the run) is redone
         settings=run_settings,
-        overlays=overlay_args,
+        # plain strings (wildcards filled in by Snakemake), not functions: a function is
+        # inspected per job, which the paper grid's start-up pays thousands of times
+        overlays=OVERLAY_ARGS,
         params_file=PARAMS_FILE,
-        split=lambda w, input: os.path.dirname(input.labeled),
-        data=lambda w: PROCESSED.format(dataset=w.dataset),
+        split=SPLIT,
+        data=PROCESSED,
     shell:
         "semiseg3d run-config --params {params.params_file} {params.overlays} "
         "--dataset {wildcards.dataset} --ratio {wildcards.ratio} "
@@ -51,7 +53,7 @@ rule train_run:
     resources:
         gpu=1,
     params:
-        run=lambda w, output: os.path.dirname(output.model),
+        run=RUN,
     shell:
         "run={params.run}; "
         'if [ -e "$run/config.yaml" ] && [ -n "$(find {input.config} {input.data} '
