@@ -212,6 +212,24 @@ def _c_distance(candidates: Tensor, proto: Tensor) -> Tensor:
     return torch.cdist(x, y, p=2.0).mean()
 
 
+def _masked_column_mean(rep: Tensor, mask: Tensor) -> Tensor:
+    """(C, N) columns, (N,) bool -> (C,) mean of the selected columns; NaN when none (as
+    ``rep[:, mask].mean(dim=1)``), without leaving the device."""
+    m = mask.to(rep.dtype)
+    return (rep * m).sum(dim=1) / m.sum()
+
+
+def _sampled_distance(
+    rep: Tensor, candidates: Tensor, n: Tensor, proto: Tensor, generator: torch.Generator | None
+) -> Tensor:
+    """C's ``loss_fn`` on a uniform sample of ``min(n, |candidates|)`` columns of ``rep``
+    (C, N): mean of ``||x / |x| - pi / |pi|||``; NaN when the sample is empty (the mean of
+    an empty matrix). ``n <= N // 100`` always, which bounds the (static) sample size."""
+    idx, valid = sample_indices(candidates, n, rep.shape[1] // SAMPLE_RATIO, generator)
+    d = normalized_distance(rep[:, idx].t(), proto)
+    return torch.where(valid, d, torch.zeros_like(d)).sum() / valid.sum().to(d.dtype)
+
+
 def pgl_code_faithful(
     features: Tensor,
     target: Tensor,
@@ -222,7 +240,9 @@ def pgl_code_faithful(
 
     Under ``no_grad``: prototypes over ``target == 1`` / ``target == 0`` of the EFS
     target; candidates ``(target == 2) & (loser_pred == c)``; ``n = |U_f| // 100``;
-    ``randperm`` of each candidate set truncated to ``n``; sum of the three distances with
+    a uniform sample of ``n`` voxels from each candidate set (C: ``randperm`` truncated to
+    ``n``; here the keys of :func:`sample_indices`, so the value is the same whenever the
+    sample does not matter, and nothing leaves the device); sum of the three distances with
     the third one added. With C's inputs the candidate sets are empty and the result is
     NaN (mean of an empty distance matrix). The value never carries gradient.
 
@@ -231,25 +251,22 @@ def pgl_code_faithful(
         target: (B_u, X, Y, Z) int64 EFS target in {0, 1, 2} (from
             :func:`~semiseg3d.losses.cce.efs_code_faithful`).
         loser_pred: (B_u, X, Y, Z) int64 ``argmax`` of the loser's probabilities.
-        generator: generator for ``randperm`` (C used the global one).
+        generator: dedicated generator for the sample (C used the global one).
 
     Returns:
         0-d tensor, ``requires_grad`` False (often NaN).
     """
     with torch.no_grad():
         c = features.shape[1]
-        rep = features.permute(1, 0, 2, 3, 4).contiguous().view(c, -1)
+        rep = features.permute(1, 0, 2, 3, 4).reshape(c, -1)
         t = target.reshape(-1)
         pred = loser_pred.reshape(-1)
-        proto_f = rep[:, t == 1].mean(dim=1)
-        proto_b = rep[:, t == 0].mean(dim=1)
-        fg = rep[:, (t == IGNORE_INDEX) & (pred == 1)]
-        bg = rep[:, (t == IGNORE_INDEX) & (pred == 0)]
-        n = fg.size(1) // SAMPLE_RATIO
-        dev = generator.device if generator is not None else torch.device("cpu")
-        idx_f = torch.randperm(fg.size(1), generator=generator, device=dev)[:n].to(rep.device)
-        idx_b = torch.randperm(bg.size(1), generator=generator, device=dev)[:n].to(rep.device)
-        loss_f = _c_distance(fg[:, idx_f], proto_f.unsqueeze(1))
-        loss_b = _c_distance(bg[:, idx_b], proto_b.unsqueeze(1))
+        proto_f = _masked_column_mean(rep, t == 1)
+        proto_b = _masked_column_mean(rep, t == 0)
+        cand_f = (t == IGNORE_INDEX) & (pred == 1)
+        cand_b = (t == IGNORE_INDEX) & (pred == 0)
+        n = cand_f.sum() // SAMPLE_RATIO
+        loss_f = _sampled_distance(rep, cand_f, n, proto_f, generator)
+        loss_b = _sampled_distance(rep, cand_b, n, proto_b, generator)
         loss_c = _c_distance(proto_f.unsqueeze(1), proto_b.unsqueeze(1))
         return loss_f + loss_b + loss_c
