@@ -80,6 +80,43 @@ def test_bad_values_are_one_line_errors() -> None:
     assert load_config(None, {"channels_last": "auto", "amp": "auto"}).amp == "auto"
 
 
+@pytest.mark.parametrize(
+    ("patch", "refused"),
+    [
+        ((32, 32, 16), True),  # the demo: deepest map 2 x 2 x 1
+        ((96, 96, 16), True),  # 6 x 6 x 1
+        ((16, 32, 32), True),  # 1 x 2 x 2: any axis
+        ((64, 64, 32), False),  # LA-lite: 4 x 4 x 2
+        ((112, 112, 80), False),
+        ((16, 16, 16), False),  # 1 x 1 x 1 computes correctly
+        ((33, 32, 32), False),  # ceil(33 / 16) = 3
+    ],
+)
+def test_cpu_bf16_patch_guard(bf16_cpu, patch, refused) -> None:
+    bf16_cpu(True)
+    auto = resolve_acceleration("auto", "auto", "cpu", patch)
+    if refused:
+        assert auto.dtype is None and not auto.channels_last
+        assert auto.note.startswith("float32 instead of bf16: patch")
+        assert auto.describe()["note"] == auto.note
+        with pytest.raises(InputError, match=r"'amp' = 'bf16' on a CPU: patch .* use auto or none"):
+            resolve_acceleration("bf16", "auto", "cpu", patch)
+    else:
+        assert auto.dtype == torch.bfloat16 and auto.note == ""
+        assert resolve_acceleration("bf16", "auto", "cpu", patch).dtype == torch.bfloat16
+    # the guard is about the CPU kernels only
+    cuda = resolve_acceleration("bf16", "auto", "cuda", patch)
+    assert cuda.dtype == torch.bfloat16 and cuda.note == ""
+
+
+def test_bf16_patch_refusal_leaves_no_run_folder(tmp_path: Path) -> None:
+    data = write_synthetic(tmp_path / "data")
+    cfg = tiny_config(data, amp="bf16", patch=(32, 32, 16), iterations=2)
+    with pytest.raises(InputError, match="'amp' = 'bf16' on a CPU"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_bf16_training_run_on_cpu(tmp_path: Path) -> None:
     data = write_synthetic(tmp_path / "data")
     cfg = tiny_config(data, amp="bf16", channels_last="auto", iterations=3, checkpoint_every=3)

@@ -9,6 +9,13 @@ resolve the config keys ``amp`` and ``channels_last`` here, once, into an
   float32 elsewhere. ``bf16`` / ``fp16`` force a dtype; ``none`` is float32.
 - ``channels_last: auto`` -> ``torch.channels_last_3d`` whenever autocast is on, or on CUDA;
   float32 on a CPU stays in the default (contiguous) format, the reference path.
+- A CPU patch guard: oneDNN (measured with v3.12, PyTorch 2.13) computes the stride-2 3x3x3
+  convolution of the deepest ResNet-34 stage (128 -> 256 channels) WRONGLY in bf16 when its
+  output has an axis of length 1 and another longer one: relative errors 1.3 to 1e36 against
+  float64, sometimes different on each call (``bench/bf16_conv_check.py``). That output is
+  ``patch / 16``, so on a CPU ``auto`` falls back to float32 for such patches (the reason is
+  in the log) and ``bf16`` is refused; every patch axis >= :data:`CPU_BF16_MIN_PATCH` (or
+  all axes <= 16) avoids it.
 
 Losses are always computed in float32 (the objective disables autocast), and inference
 accumulates window probabilities in float32.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +36,7 @@ from semiseg3d.errors import InputError
 
 __all__ = [
     "AMP_CHOICES",
+    "CPU_BF16_MIN_PATCH",
     "Acceleration",
     "cpu_supports_bf16",
     "cuda_supports_bf16",
@@ -35,6 +44,8 @@ __all__ = [
 ]
 
 AMP_CHOICES = ("auto", "none", "bf16", "fp16")
+#: patch axes (voxels) at or above this always pass the CPU bf16 guard (patch / 16 >= 2)
+CPU_BF16_MIN_PATCH = 32
 _DTYPE_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
@@ -68,12 +79,14 @@ class Acceleration:
         dtype: autocast dtype (``torch.bfloat16`` / ``torch.float16``) or None (float32).
         channels_last: models and 5-D inputs in ``torch.channels_last_3d``.
         amp: the config value this came from (``auto``, ``none``, ``bf16``, ``fp16``).
+        note: why ``auto`` chose float32 where bf16 would otherwise run ("" if not).
     """
 
     device: torch.device
     dtype: torch.dtype | None
     channels_last: bool
     amp: str = "none"
+    note: str = ""
 
     @property
     def precision(self) -> str:
@@ -96,15 +109,37 @@ class Acceleration:
 
     def describe(self) -> dict[str, Any]:
         """Plain values for logs and ``config.yaml``: device, precision, channels_last."""
-        return {
+        out: dict[str, Any] = {
             "device": str(self.device),
             "precision": self.precision,
             "channels_last": self.channels_last,
         }
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def cpu_bf16_patch_problem(patch: Sequence[int] | None) -> str:
+    """Why bf16 must not run on a CPU with this network input ``patch`` (X, Y, Z voxels),
+    or "" when it may: the deepest feature map (``patch / 16``) has an axis of length 1
+    and a longer one (see the module doc: the oneDNN stride-2 convolution fault)."""
+    if patch is None:
+        return ""
+    deepest = [-(-int(p) // 16) for p in patch]
+    if min(deepest) > 1 or max(deepest) == 1:
+        return ""
+    return (
+        f"patch {list(patch)} makes the deepest feature map {deepest}, where oneDNN's bf16 "
+        "stride-2 convolution gives wrong values on a CPU (an axis of length 1 beside a "
+        f"longer one; every patch axis >= {CPU_BF16_MIN_PATCH} avoids it)"
+    )
 
 
 def resolve_acceleration(
-    amp: str, channels_last: bool | str, device: torch.device | str
+    amp: str,
+    channels_last: bool | str,
+    device: torch.device | str,
+    patch: Sequence[int] | None = None,
 ) -> Acceleration:
     """Resolve the config keys ``amp`` and ``channels_last`` for ``device``.
 
@@ -112,13 +147,15 @@ def resolve_acceleration(
         amp: ``auto`` | ``none`` | ``bf16`` | ``fp16``.
         channels_last: True, False or ``"auto"``.
         device: the device the networks run on.
+        patch: the network input size (X, Y, Z) in voxels (training patch, sliding
+            window), for the CPU bf16 patch guard; None skips the guard.
 
     Returns:
         An :class:`Acceleration`.
 
     Raises:
-        InputError: an unknown value, or ``fp16`` on a CPU (no fast float16 path there;
-            use ``bf16`` or ``auto``).
+        InputError: an unknown value, ``fp16`` on a CPU (no fast float16 path there;
+            use ``bf16`` or ``auto``), or ``bf16`` on a CPU with a patch the guard refuses.
     """
     dev = torch.device(device)
     if amp not in AMP_CHOICES:
@@ -128,10 +165,16 @@ def resolve_acceleration(
             f"config key 'channels_last' must be true, false or auto, got {channels_last!r}"
         )
     dtype: torch.dtype | None
+    note = ""
+    problem = cpu_bf16_patch_problem(patch) if dev.type == "cpu" else ""
     if amp == "auto":
         fast = cuda_supports_bf16() if dev.type == "cuda" else cpu_supports_bf16()
         dtype = torch.bfloat16 if fast and dev.type in ("cpu", "cuda") else None
+        if dtype is not None and problem:
+            dtype, note = None, f"float32 instead of bf16: {problem}"
     elif amp == "bf16":
+        if problem:
+            raise InputError(f"config key 'amp' = 'bf16' on a CPU: {problem}; use auto or none")
         dtype = torch.bfloat16
     elif amp == "fp16":
         if dev.type != "cuda":
@@ -143,4 +186,4 @@ def resolve_acceleration(
         cl = dtype is not None or dev.type == "cuda"
     else:
         cl = bool(channels_last)
-    return Acceleration(device=dev, dtype=dtype, channels_last=cl, amp=amp)
+    return Acceleration(device=dev, dtype=dtype, channels_last=cl, amp=amp, note=note)

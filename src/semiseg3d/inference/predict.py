@@ -321,7 +321,7 @@ def predict_scan(
         opts, source = recipe_for_run(run, cfg.data_dir, cfg.dataset, preprocess)
         image = read_image(scan)
         members, prob_fn, lcc = inference_rule(cfg, nets)
-        accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev)
+        accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev, cfg.patch)
         for net in members:
             accel.prepare(net.to(dev))
         pred = predict_image(

@@ -157,7 +157,7 @@ def test_run(
     if device is None:
         device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
     dev = torch.device(device)
-    accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev)
+    accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev, cfg.patch)
     from semiseg3d.baselines import BASELINES
 
     members, prob_fn, lcc = inference_rule(cfg, nets, subnet)

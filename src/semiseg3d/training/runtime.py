@@ -74,7 +74,7 @@ class Precision:
         Raises:
             InputError: ``amp: fp16`` on a CPU.
         """
-        accel = resolve_acceleration(cfg.amp, cfg.channels_last, device)
+        accel = resolve_acceleration(cfg.amp, cfg.channels_last, device, cfg.patch)
         scaler = torch.amp.GradScaler(device.type, enabled=accel.dtype == torch.float16)
         return cls(accel=accel, scaler=scaler)
 

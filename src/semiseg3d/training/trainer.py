@@ -57,6 +57,7 @@ import torch
 import yaml
 from torch import nn
 
+from semiseg3d.accel import resolve_acceleration
 from semiseg3d.baselines import Method, get_method
 from semiseg3d.baselines.recipes import resolve_recipe
 from semiseg3d.data.dataset import VolumeDataset, cache_fits, make_loader
@@ -551,6 +552,7 @@ def train(
             total = get_method(cfg).total_steps()
             return TrainResult(out_dir=out, iteration=total, finished=True, skipped=True)
     # everything checkable is checked before the run folder is created or written to
+    resolve_acceleration(cfg.amp, cfg.channels_last, resolve_device(cfg), cfg.patch)
     inputs = check_inputs(cfg)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_run_temps(out)
@@ -586,6 +588,7 @@ def train(
         fb.info(
             f"precision {accel.precision} (amp '{cfg.amp}'), channels_last "
             f"{'on' if accel.channels_last else 'off'} (config '{cfg.channels_last}') on {accel.device}"
+            + (f"; {accel.note}" if accel.note else "")
         )
         verb = f"resuming at iteration {run.start}" if run.start else "starting"
         fb.info(
