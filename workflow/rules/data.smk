@@ -67,7 +67,7 @@ rule split:
         "../envs/semiseg3d.yaml"
     params:
         how=split_how,
-        out=SPLIT,
+        out=lambda w, output: os.path.dirname(output.labeled),
     shell:
         "semiseg3d split --data {input.data} {params.how} --out {params.out} > {log} 2>&1 "
         "&& cat {output.labeled} {output.unlabeled} > {output.train}"

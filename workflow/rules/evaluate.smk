@@ -38,7 +38,7 @@ rule test_run:
     resources:
         gpu=1,
     params:
-        run=RUN,
+        run=lambda w, input: os.path.dirname(input.model),
         summary=SUMMARY_AWK,
     shell:
         "OMP_NUM_THREADS={threads} semiseg3d test --run {params.run} > {log} 2>&1 "

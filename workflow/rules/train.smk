@@ -17,12 +17,10 @@ rule run_config:
     params:
         # the resolved settings: when they change, this config (and the run) is redone
         settings=run_settings,
-        # plain strings (wildcards filled in by Snakemake), not functions: a function is
-        # inspected per job, which the paper grid's start-up pays thousands of times
         overlays=OVERLAY_ARGS,
         params_file=PARAMS_FILE,
-        split=SPLIT,
-        data=PROCESSED,
+        split=lambda w, input: os.path.dirname(input.labeled),
+        data=lambda w: PROCESSED.format(dataset=w.dataset),
     shell:
         "semiseg3d run-config --params {params.params_file} {params.overlays} "
         "--dataset {wildcards.dataset} --ratio {wildcards.ratio} "
@@ -53,7 +51,7 @@ rule train_run:
     resources:
         gpu=1,
     params:
-        run=RUN,
+        run=lambda w, output: os.path.dirname(output.model),
     shell:
         "run={params.run}; "
         'if [ -e "$run/config.yaml" ] && [ -n "$(find {input.config} {input.data} '
