@@ -205,29 +205,9 @@ def pgl_loss(
     return loss
 
 
-def _c_distance(candidates: Tensor, proto: Tensor) -> Tensor:
-    """C's ``loss_fn``: candidates (C, N), proto (C, 1) -> mean cdist of normalised columns."""
-    x = F.normalize(candidates, dim=0, p=2).permute(1, 0).unsqueeze(0)
-    y = F.normalize(proto, dim=0, p=2).permute(1, 0).unsqueeze(0)
-    return torch.cdist(x, y, p=2.0).mean()
-
-
-def _masked_column_mean(rep: Tensor, mask: Tensor) -> Tensor:
-    """(C, N) columns, (N,) bool -> (C,) mean of the selected columns; NaN when none (as
-    ``rep[:, mask].mean(dim=1)``), without leaving the device."""
-    m = mask.to(rep.dtype)
-    return (rep * m).sum(dim=1) / m.sum()
-
-
-def _sampled_distance(
-    rep: Tensor, candidates: Tensor, n: Tensor, proto: Tensor, generator: torch.Generator | None
-) -> Tensor:
-    """C's ``loss_fn`` on a uniform sample of ``min(n, |candidates|)`` columns of ``rep``
-    (C, N): mean of ``||x / |x| - pi / |pi|||``; NaN when the sample is empty (the mean of
-    an empty matrix). ``n <= N // 100`` always, which bounds the (static) sample size."""
-    idx, valid = sample_indices(candidates, n, rep.shape[1] // SAMPLE_RATIO, generator)
-    d = normalized_distance(rep[:, idx].t(), proto)
-    return torch.where(valid, d, torch.zeros_like(d)).sum() / valid.sum().to(d.dtype)
+def _nan_if(empty: Tensor, value: Tensor) -> Tensor:
+    """``value``, or NaN where ``empty`` (C's mean over an empty set)."""
+    return torch.where(empty, torch.full_like(value, float("nan")), value)
 
 
 def pgl_code_faithful(
@@ -257,16 +237,18 @@ def pgl_code_faithful(
         0-d tensor, ``requires_grad`` False (often NaN).
     """
     with torch.no_grad():
-        c = features.shape[1]
-        rep = features.permute(1, 0, 2, 3, 4).reshape(c, -1)
         t = target.reshape(-1)
         pred = loser_pred.reshape(-1)
-        proto_f = _masked_column_mean(rep, t == 1)
-        proto_b = _masked_column_mean(rep, t == 0)
+        pi_f, n_f = prototype(features, target == 1)
+        pi_b, n_b = prototype(features, target == 0)
+        proto_f, proto_b = _nan_if(n_f == 0, pi_f), _nan_if(n_b == 0, pi_b)
         cand_f = (t == IGNORE_INDEX) & (pred == 1)
         cand_b = (t == IGNORE_INDEX) & (pred == 0)
         n = cand_f.sum() // SAMPLE_RATIO
-        loss_f = _sampled_distance(rep, cand_f, n, proto_f, generator)
-        loss_b = _sampled_distance(rep, cand_b, n, proto_b, generator)
-        loss_c = _c_distance(proto_f.unsqueeze(1), proto_b.unsqueeze(1))
+        k_max = t.numel() // SAMPLE_RATIO  # n <= k_max: a static sample size
+        idx_f, valid_f = sample_indices(cand_f, n, k_max, generator)
+        idx_b, valid_b = sample_indices(cand_b, n, k_max, generator)
+        loss_f = _nan_if(~valid_f.any(), _mean_distance(features, idx_f, valid_f, proto_f))
+        loss_b = _nan_if(~valid_b.any(), _mean_distance(features, idx_b, valid_b, proto_b))
+        loss_c = normalized_distance(proto_f.unsqueeze(0), proto_b).squeeze(0)
         return loss_f + loss_b + loss_c
