@@ -3,9 +3,11 @@
     python bench/la_lite_summary.py [--csv reports/bench/la_lite.csv] [--out FILE.md]
 
 Reads the per-run table (one row per method and seed, written as each run finished) and
-prints one line per method: number of seeds, the seeds, mean Dice over seeds and its SEM
+prints one line per method: the seeds and the Dice of each, mean Dice over seeds and its SEM
 (sample SD of the per-seed means / sqrt(n); blank for one seed), mean Jaccard, HD95 and ASD
-over seeds, and the empty predictions summed over seeds. ``--out`` also writes the table as
+over seeds, the empty predictions summed over seeds, and the median predicted / true
+foreground volume (``vol_ratio``, averaged over seeds). Works on the validation table too
+(``--csv reports/bench/la_lite_val.csv``). ``--out`` also writes the table as
 Markdown (``reports/bench/la_lite_summary.md`` by convention). Rows of other iteration
 counts are reported separately (the ``iterations`` column is part of the key).
 """
@@ -36,6 +38,7 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
                 "iterations": int(iterations),
                 "seeds": n,
                 "seed_list": " ".join(str(s) for s in sorted(g["seed"])),
+                "dice_per_seed": " / ".join(f"{d:.2f}" for d in g.sort_values("seed")["dice"]),
                 "dice_mean": round(float(g["dice"].mean()), 2),
                 "dice_sem": round(float(sem), 2),
                 "dice_min": float(g["dice"].min()),
@@ -43,6 +46,7 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
                 "hd95_mean": round(float(g["hd95"].mean()), 2),
                 "asd_mean": round(float(g["asd"].mean()), 2),
                 "empty_total": int(g["empty"].sum()),
+                "vol_ratio_mean": round(float(g["vol_ratio"].mean()), 3),
             }
         )
     table = pd.DataFrame(out)
@@ -53,13 +57,17 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
 
 def to_markdown(table: pd.DataFrame) -> str:
     """The summary as a Markdown table (SEM blank for a single seed)."""
-    head = "| method | seeds | Dice mean | SEM | min | Jaccard | HD95 | ASD | empty |"
-    lines = [head, "|---" * 9 + "|"]
+    head = (
+        "| method | seeds | Dice per seed | Dice mean | SEM | min | Jaccard | HD95 | ASD "
+        "| empty | predicted / true volume |"
+    )
+    lines = [head, "|---" * 11 + "|"]
     for r in table.itertuples(index=False):
         sem = "" if math.isnan(r.dice_sem) else f"{r.dice_sem:.2f}"
         lines.append(
-            f"| {r.method} | {r.seed_list} | {r.dice_mean:.2f} | {sem} | {r.dice_min:.2f} | "
-            f"{r.jaccard_mean:.2f} | {r.hd95_mean:.2f} | {r.asd_mean:.2f} | {r.empty_total} |"
+            f"| {r.method} | {r.seed_list} | {r.dice_per_seed} | {r.dice_mean:.2f} | {sem} | "
+            f"{r.dice_min:.2f} | {r.jaccard_mean:.2f} | {r.hd95_mean:.2f} | {r.asd_mean:.2f} | "
+            f"{r.empty_total} | {r.vol_ratio_mean:.3f} |"
         )
     return "\n".join(lines) + "\n"
 
