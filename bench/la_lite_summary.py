@@ -22,7 +22,25 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-ORDER = ("suponly", "code_faithful", "paper", "paper_literal")
+ORDER = (
+    "suponly",
+    "code_faithful",
+    "paper",
+    "ramp_argmax",  # the validation table's name for today's `paper` default
+    "paper_literal",
+    # the validation ladder: code_faithful's terms in paper mode, then one module added ...
+    "ladder_base",
+    "ladder_cps",
+    "ladder_efs",
+    "ladder_uet",
+    "ladder_pgl",
+    # ... and the default with one module off
+    "no_cr",
+    "no_cps",
+    "no_efs",
+    "no_ue",
+    "no_pgl",
+)
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
