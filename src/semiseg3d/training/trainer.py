@@ -57,7 +57,6 @@ import torch
 import yaml
 from torch import nn
 
-from semiseg3d.accel import resolve_acceleration
 from semiseg3d.baselines import Method, get_method
 from semiseg3d.baselines.recipes import resolve_recipe
 from semiseg3d.data.dataset import VolumeDataset, cache_fits, make_loader
@@ -326,12 +325,17 @@ class _Run:
     """State of one training session (built by :func:`train`)."""
 
     def __init__(
-        self, cfg: TrainConfig, out_dir: Path, progress: bool | None, inputs: TrainInputs
+        self,
+        cfg: TrainConfig,
+        out_dir: Path,
+        progress: bool | None,
+        inputs: TrainInputs,
+        precision: Precision,
     ) -> None:
         self.cfg = cfg
         self.out_dir = out_dir
-        self.device = resolve_device(cfg)
-        self.precision = Precision.from_config(cfg, self.device)
+        self.precision = precision
+        self.device = precision.accel.device
         seed_everything(cfg.seed)
         self.method = get_method(cfg)
         self.total = self.method.total_steps()
@@ -552,7 +556,7 @@ def train(
             total = get_method(cfg).total_steps()
             return TrainResult(out_dir=out, iteration=total, finished=True, skipped=True)
     # everything checkable is checked before the run folder is created or written to
-    resolve_acceleration(cfg.amp, cfg.channels_last, resolve_device(cfg), cfg.patch)
+    precision = Precision.from_config(cfg, resolve_device(cfg))
     inputs = check_inputs(cfg)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_run_temps(out)
@@ -560,7 +564,7 @@ def train(
     write_text_atomic(out / CONFIG_NAME, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     stop = _stop_after(stop_after)
     try:
-        run = _Run(cfg, out, progress, inputs)
+        run = _Run(cfg, out, progress, inputs, precision)
     except Semiseg3dError:
         # refused while reading the data (e.g. label values): leave the folder as it was
         if not existed:
