@@ -22,7 +22,8 @@ Inference: the trained run ``--run`` (any finished dual run folder, e.g. one of
 at stride 9 x 9 x 2, three ways: the pre-speed-work implementation kept here
 (:func:`legacy_sliding_window_probs`, float32; the time reference), today's implementation
 in float32 (its argmax must equal the legacy one on every voxel) and today's fast path
-(bf16 + channels-last; per-case Dice of its mask against the float32 mask is reported).
+(bf16 + channels-last, BatchNorm folded into the convolutions as `semiseg3d test` does;
+per-case Dice of its mask against the float32 mask is reported).
 
 Output: a table on stdout and ``reports/bench/speed.csv`` (what, patch, precision, seconds,
 ratio, machine, date), rows of this run replacing earlier rows with the same (what, patch,
@@ -55,6 +56,7 @@ import torch
 
 from semiseg3d.accel import resolve_acceleration
 from semiseg3d.data.dataset import VolumeDataset
+from semiseg3d.inference.fold import fold_batchnorm
 from semiseg3d.inference.sliding_window import (
     ProbFn,
     pad_to_patch,
@@ -187,6 +189,15 @@ def inference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     print(f"inference: {len(ids)} volumes, {n_windows} windows, patch {cfg.patch}, stride {stride}")
 
     prob_fn = softmax_ensemble(members)
+    accel = resolve_acceleration("auto", "auto", "cpu")
+    # the fast path as `semiseg3d test` runs it: BatchNorm folded, channels-last, autocast
+    fast_members = [accel.prepare(fold_batchnorm(m)) if accel.dtype else m for m in members]
+    fast_fn = softmax_ensemble(fast_members)
+    warm = torch.zeros((4, 1, *cfg.patch))
+    with torch.inference_mode():  # first calls create oneDNN primitives: not timed
+        prob_fn(warm)
+        with torch.autocast("cpu", dtype=accel.dtype or torch.float32, enabled=bool(accel.dtype)):
+            fast_fn(accel.prepare(warm))
     t0 = time.perf_counter()
     legacy = [
         predict_label(legacy_sliding_window_probs(prob_fn, v, cfg.patch, stride)) for v in volumes
@@ -201,14 +212,11 @@ def inference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     t_today32 = time.perf_counter() - t0
     differing = sum(int(np.count_nonzero(a != b)) for a, b in zip(legacy, today32, strict=True))
 
-    accel = resolve_acceleration("auto", "auto", "cpu")
-    for net in members:
-        accel.prepare(net)
     t0 = time.perf_counter()
     fast = [
         predict_label(
             sliding_window_probs(
-                prob_fn,
+                fast_fn,
                 v,
                 cfg.patch,
                 stride,

@@ -378,3 +378,31 @@ def test_cli_complexity_rejects_patch_not_multiple_of_16(
     assert len(lines) == 1
     assert lines[0].startswith("semiseg3d complexity: error:")
     assert "112 112 81" in lines[0] and "16" in lines[0]
+
+
+def test_image_conv_runs_in_float32_under_cpu_bf16_autocast() -> None:
+    from semiseg3d.models.blocks import ImageConv3d
+
+    torch.manual_seed(0)
+    image_conv = ImageConv3d(1, 4, 3, padding=1)
+    plain = nn.Conv3d(1, 4, 3, padding=1)
+    plain.load_state_dict(image_conv.state_dict())  # same parameters, same keys
+    x = torch.randn(2, 1, 8, 8, 8)
+    reference = plain(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = image_conv(x)
+        lowered = plain(x)
+    assert lowered.dtype == torch.bfloat16  # what autocast does to a plain conv
+    assert fast.dtype == torch.float32
+    torch.testing.assert_close(fast, reference, rtol=1e-6, atol=1e-6)
+    assert torch.equal(image_conv(x), reference)  # without autocast: a plain Conv3d
+
+
+def test_the_image_reading_convolutions_are_image_convs() -> None:
+    from semiseg3d.models.blocks import ImageConv3d
+
+    model = DualNet()
+    assert isinstance(model.resnet.encoder.conv1, ImageConv3d)
+    assert isinstance(model.vnet.encoder.block_one[0], ImageConv3d)
+    n_image_convs = sum(isinstance(m, ImageConv3d) for m in model.modules())
+    assert n_image_convs == 2  # nothing deeper in the networks

@@ -26,13 +26,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from semiseg3d.accel import resolve_acceleration
+from semiseg3d.accel import Acceleration, resolve_acceleration
 from semiseg3d.data.dataset import VolumeDataset
 from semiseg3d.data.volumes import read_list
 from semiseg3d.errors import InputError
 from semiseg3d.evaluation.evaluate import summary_line, write_metrics_csv
 from semiseg3d.evaluation.maskio import write_nifti_mask
 from semiseg3d.evaluation.metrics import case_metrics, metrics_table
+from semiseg3d.inference.fold import fold_batchnorm
 from semiseg3d.inference.postprocess import largest_connected_component
 from semiseg3d.inference.sliding_window import ProbFn, predict_label, sliding_window_probs
 from semiseg3d.io.atomic import atomic_dir, remove_stale_temps
@@ -44,6 +45,7 @@ __all__ = [
     "main",
     "load_trained",
     "inference_rule",
+    "prepared_rule",
     "test_run",
     "PREDICTIONS_NAME",
     "METRICS_NAME",
@@ -107,6 +109,21 @@ def inference_rule(
     return members, method.prob_fn(members), cfg.postprocess_lcc or method.default_lcc
 
 
+def prepared_rule(
+    cfg: TrainConfig, nets: dict[str, nn.Module], accel: Acceleration, subnet: str | None = None
+) -> tuple[list[nn.Module], ProbFn, bool]:
+    """:func:`inference_rule` on networks made ready for ``accel``: moved to its device, in
+    its memory format, and, on the reduced-precision (bf16 / fp16) path, copies with every
+    BatchNorm folded into the convolution before it (:mod:`semiseg3d.inference.fold`; the
+    float32 path keeps the networks as trained: it is the bit-for-bit reference)."""
+    if accel.dtype is not None:
+        nets = {name: fold_batchnorm(net) for name, net in nets.items()}
+    members, prob_fn, lcc = inference_rule(cfg, nets, subnet)
+    for net in members:
+        accel.prepare(net.to(accel.device))
+    return members, prob_fn, lcc
+
+
 def test_run(
     run_dir: str | Path,
     *,
@@ -160,9 +177,7 @@ def test_run(
     accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev, cfg.patch)
     from semiseg3d.baselines import BASELINES
 
-    members, prob_fn, lcc = inference_rule(cfg, nets, subnet)
-    for net in members:
-        accel.prepare(net.to(dev))
+    members, prob_fn, lcc = prepared_rule(cfg, nets, accel, subnet)
     alt_rows: list[dict] | None = [] if cfg.method in BASELINES else None
     dataset = VolumeDataset(data, ids, cfg.patch, downsample=cfg.downsample, with_label=True)
     rows = []

@@ -15,6 +15,8 @@ from semiseg3d.errors import InputError
 
 __all__ = [
     "DIVISOR",
+    "IMAGE_CHANNELS_MAX",
+    "ImageConv3d",
     "ConvBlock",
     "Down",
     "Up",
@@ -26,6 +28,28 @@ __all__ = [
 
 #: every spatial axis of a network input must be a multiple of this (4 stride-2 stages)
 DIVISOR = 16
+#: a convolution with at most this many input channels reads the image: see ImageConv3d
+IMAGE_CHANNELS_MAX = 4
+
+
+class ImageConv3d(nn.Conv3d):
+    """The ``nn.Conv3d`` that reads the image (at most :data:`IMAGE_CHANNELS_MAX` channels).
+
+    Under CPU bf16 autocast it runs in float32 (input cast to float32, autocast off for this
+    one layer): oneDNN's bf16 kernels for so few input channels are slower than its float32
+    ones (the 7x7x7 ResNet stem, batch 4 at 64 x 64 x 32: about 0.33 s forward + weight
+    gradient in bf16 against 0.09 s in float32; ``bench/README.md``). Its output is float32;
+    the next convolution casts it back to bf16 as autocast does. On CUDA, and without
+    autocast, it is a plain ``nn.Conv3d``. Parameters and state-dict keys are those of
+    ``nn.Conv3d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve ``x`` (B, c_in, X, Y, Z)."""
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float())
+        return super().forward(x)
 
 
 class ConvBlock(nn.Sequential):
@@ -45,8 +69,10 @@ class ConvBlock(nn.Sequential):
             raise ValueError(f"n_convs must be >= 1, got {n_convs}")
         layers: list[nn.Module] = []
         for i in range(n_convs):
+            reads_image = i == 0 and c_in <= IMAGE_CHANNELS_MAX
+            conv = ImageConv3d if reads_image else nn.Conv3d
             layers += [
-                nn.Conv3d(c_in if i == 0 else c_out, c_out, kernel_size=3, padding=1, bias=True),
+                conv(c_in if i == 0 else c_out, c_out, kernel_size=3, padding=1, bias=True),
                 nn.BatchNorm3d(c_out),
                 nn.ReLU(inplace=True),
             ]

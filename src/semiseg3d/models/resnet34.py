@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from semiseg3d.models.blocks import init_weights
+from semiseg3d.models.blocks import ImageConv3d, init_weights
 from semiseg3d.models.vnet import EncoderDecoder, Features, VNetDecoder
 
 __all__ = ["BasicBlock", "ResNet34Encoder", "ResNet34EncDec"]
@@ -26,6 +26,9 @@ class BasicBlock(nn.Module):
     no bias) -> BN when the channel count or the resolution changes.
     Shape: ``(B, c_in, X, Y, Z) -> (B, c_out, X/s, Y/s, Z/s)``.
     """
+
+    #: (conv, BatchNorm) attribute pairs that inference may fold (semiseg3d.inference.fold)
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
         super().__init__()
@@ -66,10 +69,13 @@ class ResNet34Encoder(nn.Module):
         n_filters: base width f.
     """
 
+    #: (conv, BatchNorm) attribute pairs that inference may fold (semiseg3d.inference.fold)
+    conv_bn_pairs = (("conv1", "bn1"),)
+
     def __init__(self, in_channels: int = 1, n_filters: int = 16) -> None:
         super().__init__()
         f = n_filters
-        self.conv1 = nn.Conv3d(in_channels, f, 7, stride=1, padding=3, bias=False)
+        self.conv1 = ImageConv3d(in_channels, f, 7, stride=1, padding=3, bias=False)
         self.bn1 = nn.BatchNorm3d(f)
         self.relu = nn.ReLU(inplace=True)
         widths = (2 * f, 4 * f, 8 * f, 16 * f)
