@@ -254,7 +254,9 @@ def inference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         {
             "what": what,
             "patch": patch,
-            "precision": accel.precision + (" cl" if accel.channels_last else ""),
+            "precision": accel.precision
+            + (" cl" if accel.channels_last else "")
+            + (" folded" if accel.dtype else ""),
             "seconds": t_fast / n,
             "ratio": t_legacy / t_fast,
         },
