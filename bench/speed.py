@@ -22,7 +22,7 @@ Inference: the trained run ``--run`` (any finished dual run folder, e.g. one of
 at stride 9 x 9 x 2, three ways: the pre-speed-work implementation kept here
 (:func:`legacy_sliding_window_probs`, float32; the time reference), today's implementation
 in float32 (its argmax must equal the legacy one on every voxel) and today's fast path
-(bf16 + channels-last, BatchNorm folded into the convolutions as `semiseg3d test` does;
+(bf16 + channels-last, BatchNorm folded and weights in bf16, as `semiseg3d test` does;
 per-case Dice of its mask against the float32 mask is reported).
 
 Output: a table on stdout and ``reports/bench/speed.csv`` (what, patch, precision, seconds,
@@ -56,7 +56,6 @@ import torch
 
 from semiseg3d.accel import resolve_acceleration
 from semiseg3d.data.dataset import VolumeDataset
-from semiseg3d.inference.fold import fold_batchnorm
 from semiseg3d.inference.sliding_window import (
     ProbFn,
     pad_to_patch,
@@ -65,7 +64,7 @@ from semiseg3d.inference.sliding_window import (
     softmax_ensemble,
     window_grid,
 )
-from semiseg3d.inference.test_run import load_trained
+from semiseg3d.inference.test_run import load_trained, prepared_rule
 from semiseg3d.paths import repo_root, shared_dir
 from semiseg3d.training.config import config_from_mapping
 from semiseg3d.training.trainer import train
@@ -190,9 +189,9 @@ def inference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     prob_fn = softmax_ensemble(members)
     accel = resolve_acceleration("auto", "auto", "cpu")
-    # the fast path as `semiseg3d test` runs it: BatchNorm folded, channels-last, autocast
-    fast_members = [accel.prepare(fold_batchnorm(m)) if accel.dtype else m for m in members]
-    fast_fn = softmax_ensemble(fast_members)
+    # the fast path exactly as `semiseg3d test` prepares it (BatchNorm folded, weights in
+    # bf16, channels-last); the windows then run under autocast
+    _, fast_fn, _ = prepared_rule(cfg, nets, accel)
     warm = torch.zeros((4, 1, *cfg.patch))
     with torch.inference_mode():  # first calls create oneDNN primitives: not timed
         prob_fn(warm)
@@ -302,6 +301,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--patches", nargs="+", default=["lite", "paper"], choices=list(PATCHES))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--skip-inference", action="store_true")
+    p.add_argument("--skip-training", action="store_true")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="GPU dense bf16 peak (MFU)")
     p.add_argument("--csv", default=str(repo_root() / "reports" / "bench" / "speed.csv"))
     return p.parse_args(argv)
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(f"speed: {vars(args)} on {machine()}", flush=True)
     rows: list[dict[str, Any]] = []
-    for key in args.patches:
+    for key in [] if args.skip_training else args.patches:
         patch, downsample = PATCHES[key]
         n = args.iterations if key == "lite" else args.paper_iterations
         for method in args.methods:

@@ -92,3 +92,38 @@ def test_prepared_rule_folds_only_on_the_reduced_precision_path() -> None:
     assert count_batchnorm(model.resnet) > 0  # the trained networks are untouched
     weight = members[1].encoder.block_two[0].weight
     assert weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert weight.dtype == torch.bfloat16  # cast once, not at every autocast call
+    assert model.vnet.encoder.block_two[0].weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("method", ["dual", "suponly", "mcnet", "mcf", "bcp"])
+def test_every_method_runs_its_folded_bf16_inference(method: str) -> None:
+    # MC-Net rebuilds a V-Net from its state dict: folding must come after that choice
+    import dataclasses
+
+    from semiseg3d.accel import Acceleration
+    from semiseg3d.baselines import get_method
+    from semiseg3d.inference.test_run import prepared_rule
+    from semiseg3d.training.config import TrainConfig
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TrainConfig(), method=method)
+    _, nets = get_method(cfg).build()
+    for net in nets.values():
+        net.eval()
+    cpu = torch.device("cpu")
+    _, ref_fn, _ = prepared_rule(
+        cfg, nets, Acceleration(device=cpu, dtype=None, channels_last=False)
+    )
+    bf16 = Acceleration(device=cpu, dtype=torch.bfloat16, channels_last=True)
+    members, fn, _ = prepared_rule(cfg, nets, bf16)
+    assert all(count_batchnorm(m) == 0 for m in members)
+    x = torch.randn(1, 1, 32, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ref = ref_fn(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            probs = fn(bf16.prepare(x))
+    assert probs.shape == ref.shape == (1, 2, 32, 32, 32)
+    assert probs.dtype == torch.float32
+    torch.testing.assert_close(probs.sum(1), torch.ones(1, 32, 32, 32))
+    assert (probs - ref).abs().max().item() < 0.25  # bf16 rounding, not a different network

@@ -114,11 +114,15 @@ def prepared_rule(
 ) -> tuple[list[nn.Module], ProbFn, bool]:
     """:func:`inference_rule` on networks made ready for ``accel``: moved to its device, in
     its memory format, and, on the reduced-precision (bf16 / fp16) path, copies with every
-    BatchNorm folded into the convolution before it (:mod:`semiseg3d.inference.fold`; the
-    float32 path keeps the networks as trained: it is the bit-for-bit reference)."""
-    if accel.dtype is not None:
-        nets = {name: fold_batchnorm(net) for name, net in nets.items()}
+    BatchNorm folded into the convolution before it (:mod:`semiseg3d.inference.fold`) and
+    their weights in that dtype (the float32 path keeps the networks as trained: it is the
+    bit-for-bit reference)."""
     members, prob_fn, lcc = inference_rule(cfg, nets, subnet)
+    if accel.dtype is not None:  # weights cast once here, not by autocast at every call
+        from semiseg3d.baselines import get_method
+
+        members = [fold_batchnorm(net).to(accel.dtype) for net in members]
+        prob_fn = get_method(cfg).prob_fn(members)
     for net in members:
         accel.prepare(net.to(accel.device))
     return members, prob_fn, lcc

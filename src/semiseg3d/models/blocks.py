@@ -7,8 +7,10 @@ Every block works on 5-D tensors ``(B, C, X, Y, Z)`` and keeps working when the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from semiseg3d.errors import InputError
@@ -35,21 +37,37 @@ IMAGE_CHANNELS_MAX = 4
 class ImageConv3d(nn.Conv3d):
     """The ``nn.Conv3d`` that reads the image (at most :data:`IMAGE_CHANNELS_MAX` channels).
 
-    Under CPU bf16 autocast it runs in float32 (input cast to float32, autocast off for this
-    one layer): oneDNN's bf16 kernels for so few input channels are slower than its float32
-    ones (the 7x7x7 ResNet stem, batch 4 at 64 x 64 x 32: about 0.33 s forward + weight
-    gradient in bf16 against 0.09 s in float32; ``bench/README.md``). Its output is float32;
-    the next convolution casts it back to bf16 as autocast does. On CUDA, and without
-    autocast, it is a plain ``nn.Conv3d``. Parameters and state-dict keys are those of
-    ``nn.Conv3d``.
+    Under CPU autocast it computes in float32 (input, weight and bias cast to float32,
+    autocast off for this one layer) and returns its output in the autocast dtype, as an
+    autocast convolution would: oneDNN's bf16 kernels for so few input channels are slower
+    than its float32 ones (the 7x7x7 ResNet stem, batch 4 at 64 x 64 x 32: about 0.28 s
+    forward + weight gradient in bf16 against 0.09 s in float32; ``bench/conv_layers.py``).
+    On CUDA, and without autocast, it is a plain ``nn.Conv3d``. Parameters and state-dict
+    keys are those of ``nn.Conv3d``; zero padding only.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.padding_mode != "zeros":
+            raise ValueError(f"ImageConv3d supports zero padding only, got {self.padding_mode!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve ``x`` (B, c_in, X, Y, Z)."""
-        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            with torch.autocast("cpu", enabled=False):
-                return super().forward(x.float())
-        return super().forward(x)
+        if x.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+            return super().forward(x)
+        dtype = torch.get_autocast_dtype("cpu")
+        bias = None if self.bias is None else self.bias.float()
+        with torch.autocast("cpu", enabled=False):
+            out = F.conv3d(
+                x.float(),
+                self.weight.float(),
+                bias,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.groups,
+            )
+        return out.to(dtype)
 
 
 class ConvBlock(nn.Sequential):
