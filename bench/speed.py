@@ -15,7 +15,8 @@ i.e. data loading, the step and its logging): seconds per iteration of ``paper``
 at the LA-lite patch (64 x 64 x 32 on the halved volumes) and at the paper's 112 x 112 x 80
 (full-resolution volumes), on the first 16 cases of ``train.list`` (8 labeled + 8
 unlabeled, held in memory in both paths: ``cache_volumes: auto``). The first ``--warmup``
-iterations of each run are dropped.
+iterations of each run are dropped. With ``--rounds R`` the two paths alternate R times and
+each row is the median of its R runs (the speed of a shared VM drifts over minutes).
 
 Inference: the trained run ``--run`` (any finished dual run folder, e.g. one of
 ``bench/la_lite.py``) predicts ``--cases`` LA-lite test volumes with the sliding window
@@ -298,6 +299,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=5, help="timed iterations (LA-lite patch)")
     p.add_argument("--paper-iterations", type=int, default=2, help="timed iterations (112x112x80)")
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument(
+        "--rounds", type=int, default=1, help="alternate fp32 / fast this often (medians)"
+    )
     p.add_argument("--patches", nargs="+", default=["lite", "paper"], choices=list(PATCHES))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--skip-inference", action="store_true")
@@ -315,11 +319,19 @@ def main(argv: list[str] | None = None) -> int:
         patch, downsample = PATCHES[key]
         n = args.iterations if key == "lite" else args.paper_iterations
         for method in args.methods:
+            # the two paths alternate for --rounds rounds; each path's row is the median
+            # of its rounds (this VM's speed drifts by 10-30 % over minutes)
+            runs: dict[str, list[float]] = {"fp32": [], "fast": []}
+            precisions: dict[str, str] = {}
+            for _ in range(args.rounds):
+                for path in runs:
+                    seconds, precisions[path] = train_seconds(
+                        Path(args.data), method, path, patch, downsample, n, args.warmup
+                    )
+                    runs[path].append(seconds)
             ref = None
-            for path in ("fp32", "fast"):
-                seconds, precision = train_seconds(
-                    Path(args.data), method, path, patch, downsample, n, args.warmup
-                )
+            for path in runs:
+                seconds, precision = float(np.median(runs[path])), precisions[path]
                 ref = seconds if ref is None else ref
                 row = {
                     "what": f"train iteration {method}",
@@ -335,7 +347,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(
                     f"{row['what']:32s} {row['patch']:>10s} {row['precision']:>12s} "
-                    f"{seconds:8.3f} s  x{row['ratio']:.2f}",
+                    f"{seconds:8.3f} s  x{row['ratio']:.2f}  (rounds: "
+                    + ", ".join(f"{s:.3f}" for s in runs[path])
+                    + ")",
                     flush=True,
                 )
     if args.run and not args.skip_inference:
