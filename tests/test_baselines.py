@@ -301,10 +301,10 @@ def test_bcp_ema_and_stage_schedule() -> None:
     nn.init.constant_(teacher.weight, 1.0)
     nn.init.constant_(student.weight, 0.0)
     ema_update(teacher, student, 0.99)
-    assert float(teacher.weight) == pytest.approx(0.99)
+    assert teacher.weight.item() == pytest.approx(0.99)
     for _ in range(9):
         ema_update(teacher, student, 0.99)
-    assert float(teacher.weight) == pytest.approx(0.904382, abs=1e-6)
+    assert teacher.weight.item() == pytest.approx(0.904382, abs=1e-6)
     cfg = TrainConfig(method="bcp", bcp_pretrain_steps=2000, iterations=6000)
     bcp = BCP(cfg)
     assert bcp.total_steps() == 8000
