@@ -8,8 +8,9 @@ memory-bound. The weights are computed by PyTorch's own
 
 The result equals the original up to float rounding (about 1e-6 relative in float32), so
 it can flip the argmax of a voxel whose two class probabilities are within rounding of each
-other. The sliding window therefore uses it only on the fast (bf16) path; the float32 path
-stays the bit-for-bit reference (see :mod:`semiseg3d.inference.sliding_window`).
+other. ``semiseg3d test`` / ``predict`` therefore use it only on the fast (bf16) path
+(:func:`semiseg3d.inference.test_run.prepared_rule`); the float32 path stays the bit-for-bit
+reference.
 
 Which pairs are folded: consecutive ``(conv, BatchNorm3d)`` children of any
 ``nn.Sequential`` (ConvBlock, Down, Up, shortcuts), and the named pairs a module lists in a
@@ -62,9 +63,8 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
         net: a network (left unchanged; its BatchNorm running statistics are used).
 
     Returns:
-        A new module in eval mode, on the same device and in the same memory format
-        (the folded weights are fresh contiguous tensors: convert the copy again if the
-        caller wants channels-last weights).
+        A new module in eval mode on the same device; folded weights are fresh contiguous
+        tensors (convert the copy if channels-last weights are wanted).
     """
     model = copy.deepcopy(net).eval()
     _fold_in_place(model)

@@ -44,7 +44,6 @@ __all__ = [
     "add_arguments",
     "main",
     "load_trained",
-    "inference_rule",
     "prepared_rule",
     "test_run",
     "PREDICTIONS_NAME",
@@ -90,42 +89,29 @@ def load_trained(run_dir: str | Path) -> tuple[TrainConfig, dict[str, nn.Module]
     return cfg, nets
 
 
-def _members(cfg: TrainConfig, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:
-    from semiseg3d.baselines import get_method
-
-    return get_method(cfg).inference_nets(nets, subnet)
-
-
-def inference_rule(
-    cfg: TrainConfig, nets: dict[str, nn.Module], subnet: str | None = None
+def prepared_rule(
+    cfg: TrainConfig, nets: dict[str, nn.Module], accel: Acceleration, subnet: str | None = None
 ) -> tuple[list[nn.Module], ProbFn, bool]:
-    """The method's inference rule: the networks to run (move them to the device), the
-    window probability function, and whether its own test keeps the largest component
-    (``postprocess_lcc`` or the method's default)."""
+    """The method's inference rule, on networks made ready for ``accel``.
+
+    Returns the networks to run (moved to ``accel``'s device, in its memory format), the
+    window probability function, and whether the method's own test keeps the largest
+    component (``postprocess_lcc`` or the method's default). On the reduced-precision
+    (bf16 / fp16) path the networks are copies with every BatchNorm folded into the
+    convolution before it (:mod:`semiseg3d.inference.fold`) and their weights cast to that
+    dtype once, not by autocast at every call; the float32 path keeps the networks as
+    trained (the bit-for-bit reference). Folding comes after the method picks its networks
+    (MC-Net rebuilds a V-Net from a state dict).
+    """
     from semiseg3d.baselines import get_method
 
     method = get_method(cfg)
     members = method.inference_nets(nets, subnet)
-    return members, method.prob_fn(members), cfg.postprocess_lcc or method.default_lcc
-
-
-def prepared_rule(
-    cfg: TrainConfig, nets: dict[str, nn.Module], accel: Acceleration, subnet: str | None = None
-) -> tuple[list[nn.Module], ProbFn, bool]:
-    """:func:`inference_rule` on networks made ready for ``accel``: moved to its device, in
-    its memory format, and, on the reduced-precision (bf16 / fp16) path, copies with every
-    BatchNorm folded into the convolution before it (:mod:`semiseg3d.inference.fold`) and
-    their weights in that dtype (the float32 path keeps the networks as trained: it is the
-    bit-for-bit reference)."""
-    members, prob_fn, lcc = inference_rule(cfg, nets, subnet)
-    if accel.dtype is not None:  # weights cast once here, not by autocast at every call
-        from semiseg3d.baselines import get_method
-
+    if accel.dtype is not None:
         members = [fold_batchnorm(net).to(accel.dtype) for net in members]
-        prob_fn = get_method(cfg).prob_fn(members)
     for net in members:
         accel.prepare(net.to(accel.device))
-    return members, prob_fn, lcc
+    return members, method.prob_fn(members), cfg.postprocess_lcc or method.default_lcc
 
 
 def test_run(
