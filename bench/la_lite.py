@@ -4,7 +4,7 @@ Trains on the LA dataset downsampled by 2 (patch 64 x 64 x 32, batches of 2 labe
 unlabeled, 600 iterations, SGD 0.01, lr x0.1 after iterations 250 and 500, ramp unit 15)
 and scores the final weights with a sliding window (stride 9 x 9 x 2), metrics in voxels of
 the halved grid. Everything runs through ``semiseg3d.training.trainer.train`` and
-``semiseg3d.inference.test_run.test_run``, the code behind ``semiseg3d train`` / ``test``.
+``semiseg3d.evaluation.test_run.test_run``, the code behind ``semiseg3d train`` / ``test``.
 
 Two splits:
 
@@ -20,7 +20,7 @@ Methods (``--methods``; each a row of the CSV, with its seed):
 - ``suponly``: the V-Net on the labeled cases alone (batches of 2 labeled);
 - ``code_faithful``: the released objective (spec 2);
 - ``paper``: the method as this project's ``paper`` mode defines it (the defaults of
-  :class:`~semiseg3d.training.config.TrainConfig`);
+  :class:`~semiseg3d.config.run.TrainConfig`);
 - ``paper_literal``: the paper's text read literally (CPS target ``p_fg >= 0.6``, pseudo-label
   terms at weight 1 from the first iteration);
 - any other name with ``--set KEY=VALUE`` overrides on top of ``paper`` (diagnostics and
@@ -61,11 +61,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from semiseg3d.config.run import TrainConfig, config_from_mapping, parse_overrides
 from semiseg3d.data.dataset import VolumeDataset
 from semiseg3d.evaluation.maskio import read_mask
-from semiseg3d.inference.test_run import test_run
+from semiseg3d.evaluation.test_run import test_run
 from semiseg3d.paths import repo_root, shared_dir
-from semiseg3d.training.config import TrainConfig, config_from_mapping, parse_overrides
 from semiseg3d.training.trainer import train
 
 COLUMNS = (

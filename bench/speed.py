@@ -56,7 +56,9 @@ import numpy as np
 import torch
 
 from semiseg3d.accel import resolve_acceleration
+from semiseg3d.config.run import config_from_mapping
 from semiseg3d.data.dataset import VolumeDataset
+from semiseg3d.inference.rule import load_trained, prepared_rule
 from semiseg3d.inference.sliding_window import (
     ProbFn,
     pad_to_patch,
@@ -65,9 +67,7 @@ from semiseg3d.inference.sliding_window import (
     softmax_ensemble,
     window_grid,
 )
-from semiseg3d.inference.test_run import load_trained, prepared_rule
 from semiseg3d.paths import repo_root, shared_dir
-from semiseg3d.training.config import config_from_mapping
 from semiseg3d.training.trainer import train
 
 COLUMNS = ("what", "patch", "precision", "seconds", "ratio", "mfu", "machine", "date")

@@ -14,6 +14,7 @@ from torch import nn
 
 from semiseg3d import accel
 from semiseg3d.accel import resolve_acceleration
+from semiseg3d.config.run import load_config
 from semiseg3d.data.dataset import VolumeDataset, cache_fits
 from semiseg3d.errors import InputError
 from semiseg3d.inference.sliding_window import (
@@ -22,7 +23,6 @@ from semiseg3d.inference.sliding_window import (
     sliding_window_probs_loop,
     softmax_ensemble,
 )
-from semiseg3d.training.config import load_config
 from semiseg3d.training.trainer import train
 
 

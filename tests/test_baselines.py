@@ -12,8 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from semiseg3d.baselines import BASELINES, METHODS, get_method
-from semiseg3d.baselines.bcp import (
+from semiseg3d.config.registry import METHODS, baseline_names, resolve_recipe
+from semiseg3d.config.run import TrainConfig
+from semiseg3d.errors import InputError
+from semiseg3d.methods import get_method, networks
+from semiseg3d.methods.bcp import (
     BCP,
     cuboid_mask,
     cuboid_size,
@@ -21,24 +24,20 @@ from semiseg3d.baselines.bcp import (
     mix_loss,
     pseudo_label,
 )
-from semiseg3d.baselines.common import batch_lcc, dice_lin, ema_update, ramp, sharpen
-from semiseg3d.baselines.dtc import dtc_losses, dtc_transform, sdf_target
-from semiseg3d.baselines.mcf import mcf_losses, mcf_winner_is_v, mistake_loss, mistake_mask
-from semiseg3d.baselines.mcnet import mc_loss
-from semiseg3d.baselines.recipes import resolve_recipe
-from semiseg3d.baselines.uamt import (
+from semiseg3d.methods.common import batch_lcc, dice_lin, ema_update, ramp, sharpen
+from semiseg3d.methods.dtc import dtc_losses, dtc_transform, sdf_target
+from semiseg3d.methods.mcf import mcf_losses, mcf_winner_is_v, mistake_loss, mistake_mask
+from semiseg3d.methods.mcnet import mc_loss
+from semiseg3d.methods.uamt import (
     clipped_noise,
     masked_mse,
     uamt_ema_alpha,
     uamt_threshold,
     uncertainty,
 )
-from semiseg3d.errors import InputError
 from semiseg3d.models import VNet
 from semiseg3d.models.baselines import MCNet, VNetSDF, mcnet_vnet_state
 from semiseg3d.models.complexity import count_params
-from semiseg3d.models.dual import build_model
-from semiseg3d.training.config import TrainConfig
 
 # -- section 0: shared pieces ----------------------------------------------------------------
 
@@ -330,14 +329,14 @@ def test_bcp_ema_and_stage_schedule() -> None:
 )
 def test_parameter_count_of_each_method(name: str, params: int) -> None:
     with torch.device("meta"):
-        assert count_params(build_model(name)) == params
+        assert count_params(networks(name)) == params
         _, nets = get_method(TrainConfig(method=name)).build()
     trainable = {"uamt": 9_448_866, "bcp": 9_448_866}.get(name, params)
     assert sum(count_params(n) for n in nets.values()) == trainable
 
 
 def test_every_method_is_registered_and_validated() -> None:
-    assert set(BASELINES) | {"dual", "suponly"} == set(METHODS)
+    assert set(baseline_names()) | {"dual", "suponly"} == set(METHODS)
     with pytest.raises(InputError, match="batch_labeled = batch_unlabeled"):
         TrainConfig(method="bcp", batch_labeled=2, batch_unlabeled=4)
     with pytest.raises(InputError, match="batch_unlabeled"):
@@ -410,7 +409,7 @@ _SHORT = {
 }
 
 
-@pytest.mark.parametrize("method", BASELINES)
+@pytest.mark.parametrize("method", baseline_names())
 def test_short_run_lowers_the_supervised_loss(synth: Path, tmp_path: Path, method: str) -> None:
     from semiseg3d.training.trainer import train
 
@@ -422,7 +421,7 @@ def test_short_run_lowers_the_supervised_loss(synth: Path, tmp_path: Path, metho
     first, last = sum(sup[:2]) / 2, sum(sup[-2:]) / 2
     assert last < first, f"{method}: supervised loss did not drop: {sup}"
     # the method's own inference rule through `semiseg3d test`, and the other LCC variant
-    from semiseg3d.inference.test_run import test_run
+    from semiseg3d.evaluation.test_run import test_run
 
     table = test_run(tmp_path / method, verbose=False)
     assert "mean" in set(table["case"]) and len(table) == 1 + 3  # one test case + summaries

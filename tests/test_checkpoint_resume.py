@@ -11,11 +11,12 @@ import pytest
 import torch
 import yaml
 
+from semiseg3d.config.run import TrainConfig
 from semiseg3d.errors import InputError, TrainingError
 from semiseg3d.training import trainer as trainer_mod
 from semiseg3d.training.checkpoint import config_differences, load_checkpoint
-from semiseg3d.training.config import TrainConfig
-from semiseg3d.training.trainer import check_run_config, train
+from semiseg3d.training.inputs import check_run_config
+from semiseg3d.training.trainer import train
 
 SHAPE = (24, 24, 20)
 PATCH = [16, 16, 16]

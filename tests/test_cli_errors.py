@@ -17,13 +17,13 @@ from test_checkpoint_resume import write_synthetic
 from test_evaluate_cli import GT, SHIFTED, write_h5_case
 
 from semiseg3d.cli import main as cli_main
+from semiseg3d.config.run import TrainConfig
 from semiseg3d.data.convert import write_preprocess_json
 from semiseg3d.data.convert_custom import PreprocessOptions
 from semiseg3d.errors import InputError
 from semiseg3d.evaluation.maskio import read_mask, write_nifti_mask
 from semiseg3d.models import VNet
 from semiseg3d.training.checkpoint import save_final
-from semiseg3d.training.config import TrainConfig
 
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -6,14 +6,14 @@ import pytest
 import yaml
 
 from semiseg3d.cli import main as cli_main
-from semiseg3d.errors import InputError
-from semiseg3d.training.config import (
+from semiseg3d.config.run import (
     TrainConfig,
     config_from_mapping,
     labeled_count,
     load_config,
     parse_overrides,
 )
+from semiseg3d.errors import InputError
 
 
 def test_defaults_are_the_paper_la_settings():

@@ -9,7 +9,7 @@ import re
 import yaml
 
 from semiseg3d.cli import COMMANDS
-from semiseg3d.training.config import TrainConfig
+from semiseg3d.config.run import TrainConfig
 
 
 def _documented(root) -> set[str]:

@@ -74,8 +74,8 @@ def test_pairs_without_batchnorm_stay() -> None:
 
 def test_prepared_rule_folds_only_on_the_reduced_precision_path() -> None:
     from semiseg3d.accel import Acceleration
-    from semiseg3d.inference.test_run import prepared_rule
-    from semiseg3d.training.config import TrainConfig
+    from semiseg3d.config.run import TrainConfig
+    from semiseg3d.inference.rule import prepared_rule
 
     torch.manual_seed(0)
     model = DualNet().eval()
@@ -102,9 +102,9 @@ def test_every_method_runs_its_folded_bf16_inference(method: str) -> None:
     import dataclasses
 
     from semiseg3d.accel import Acceleration
-    from semiseg3d.baselines import get_method
-    from semiseg3d.inference.test_run import prepared_rule
-    from semiseg3d.training.config import TrainConfig
+    from semiseg3d.config.run import TrainConfig
+    from semiseg3d.inference.rule import prepared_rule
+    from semiseg3d.methods import get_method
 
     torch.manual_seed(0)
     cfg = dataclasses.replace(TrainConfig(), method=method)

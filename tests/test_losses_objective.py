@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semiseg3d.config.run import TrainConfig
 from semiseg3d.losses.objective import (
     TERM_NAMES,
     active_terms,
@@ -24,7 +25,6 @@ from semiseg3d.losses.objective import (
     first_nonfinite,
     suponly_objective,
 )
-from semiseg3d.training.config import TrainConfig
 
 B_L, B_U, SHAPE = 2, 2, (8, 8, 8)
 

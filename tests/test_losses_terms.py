@@ -34,7 +34,6 @@ from semiseg3d.losses.pgl import (
 from semiseg3d.losses.ramps import lr_at, poly_lr, rampup_weight, sigmoid_rampup, step_lr
 from semiseg3d.losses.supervised import ce_loss, dice_loss
 from semiseg3d.losses.ue import ue_loss
-from semiseg3d.training.config import TrainConfig
 
 # --------------------------------------------------------------------------- helpers
 
@@ -608,8 +607,7 @@ def test_rampup_facts_of_spec_10() -> None:
 
 
 def test_step_lr_counts() -> None:
-    cfg = TrainConfig()
-    lrs = [lr_at(cfg, t) for t in range(6000)]
+    lrs = [lr_at(t, 0.01, "step", (2500, 5000), 0.1) for t in range(6000)]
     assert sum(1 for v in lrs if v == pytest.approx(1e-2)) == 2501
     assert sum(1 for v in lrs if v == pytest.approx(1e-3)) == 2500
     assert sum(1 for v in lrs if v == pytest.approx(1e-4)) == 999
@@ -618,9 +616,11 @@ def test_step_lr_counts() -> None:
 
 
 def test_poly_lr() -> None:
-    cfg = TrainConfig(lr_policy="poly", iterations=20000)
-    assert lr_at(cfg, 0) == 0.01
+    def lr(t: int) -> float:
+        return lr_at(t, 0.01, "poly", total=20000, power=0.9)
+
+    assert lr(0) == 0.01
     # 0.01 * 0.5^0.9 = 0.005358867
-    assert lr_at(cfg, 10000) == pytest.approx(0.005358867, rel=1e-6)
-    assert lr_at(cfg, 20000) == 0.0
+    assert lr(10000) == pytest.approx(0.005358867, rel=1e-6)
+    assert lr(20000) == 0.0
     assert poly_lr(19999, 0.01, 20000, 0.9) == pytest.approx(0.01 * (1 / 20000) ** 0.9)

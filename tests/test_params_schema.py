@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from semiseg3d.config import run as train_config
+from semiseg3d.config.run import TrainConfig
 from semiseg3d.errors import InputError
-from semiseg3d.training import config as train_config
-from semiseg3d.training.config import TrainConfig
-from semiseg3d.training.run_config import RUN_KEYS, load_params, read_yaml, validate_params
+from semiseg3d.grid.run_config import RUN_KEYS, load_params, read_yaml, validate_params
 
 
 @pytest.fixture(scope="module")

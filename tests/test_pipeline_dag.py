@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from semiseg3d.training.config import TrainConfig
+from semiseg3d.config.run import TrainConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from test_pipeline_dag import copy_workflow, expected_runs, run_snakemake
 
-from semiseg3d.training.run_config import deep_merge, load_params
+from semiseg3d.grid.run_config import deep_merge, load_params
 
 pytestmark = pytest.mark.slow
 

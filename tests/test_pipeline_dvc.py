@@ -20,7 +20,7 @@ import yaml
 from conftest import tiny_overlay
 from test_pipeline_dag import copy_workflow, tool, tool_env
 
-from semiseg3d.training.run_config import deep_merge, load_params
+from semiseg3d.grid.run_config import deep_merge, load_params
 
 STAGES = ("data", "train", "evaluate", "report")
 

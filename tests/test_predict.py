@@ -12,13 +12,13 @@ import SimpleITK as sitk
 import torch
 
 from semiseg3d.cli import main as cli_main
+from semiseg3d.config.run import TrainConfig
 from semiseg3d.data.convert import write_preprocess_json
 from semiseg3d.data.convert_custom import PreprocessOptions
 from semiseg3d.errors import InputError
 from semiseg3d.inference.predict import predict_image, predict_scan
 from semiseg3d.models import VNet
 from semiseg3d.training.checkpoint import save_final
-from semiseg3d.training.config import TrainConfig
 
 SIZE = (40, 36, 30)  # x, y, z voxels
 SPACING = (0.8, 0.9, 1.5)  # mm

@@ -291,7 +291,7 @@ def test_main_table_cells(results: Path) -> None:
 
 
 def test_main_table_real_complexity(results: Path) -> None:
-    from semiseg3d.models.complexity import complexity_report
+    from semiseg3d.reporting.complexity import complexity_report
 
     ctx = ReportContext(collect(results), load_paper_values(), complexity=complexity_report)
     table = main_table(ctx, "la")
@@ -349,7 +349,7 @@ def test_tables_5_6_absent_without_their_variants(results: Path) -> None:
 
 
 def test_grid_marks_expected_cells_and_seeds(results: Path) -> None:
-    pytest.importorskip("semiseg3d.training.run_config")
+    pytest.importorskip("semiseg3d.grid.run_config")
     params = {
         "data": {"la": {"labeled": {"r10": 8}}},
         "train": {"la": {"alpha": 70}},

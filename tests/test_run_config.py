@@ -1,4 +1,4 @@
-"""``semiseg3d run-config`` and the grid functions of semiseg3d.training.run_config."""
+"""``semiseg3d run-config`` and the grid functions of semiseg3d.grid.run_config."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from semiseg3d.cli import main as cli_main
+from semiseg3d.config.run import load_config
 from semiseg3d.errors import InputError
-from semiseg3d.training.config import load_config
-from semiseg3d.training.run_config import (
+from semiseg3d.grid.run_config import (
     RunKey,
     build_run_config,
     canonical_variant,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from semiseg3d.inference.postprocess import largest_connected_component
+from semiseg3d.data.postprocess import largest_connected_component
 from semiseg3d.inference.sliding_window import (
     pad_to_patch,
     predict_label,

@@ -11,10 +11,10 @@ import pytest
 import torch
 from test_losses_objective import _batch, _nets
 
+from semiseg3d.config.run import TrainConfig
 from semiseg3d.losses.cce import IGNORE_INDEX, cps_loss, cps_pseudo_label
 from semiseg3d.losses.objective import dual_objective
 from semiseg3d.losses.ramps import pseudo_label_weight
-from semiseg3d.training.config import TrainConfig
 
 
 def _probs(fg: list[float]) -> torch.Tensor:
@@ -71,13 +71,17 @@ def test_cps_unknown_target_is_an_error() -> None:
 
 
 def test_pseudo_label_weight_by_hand() -> None:
-    none = TrainConfig(pl_rampup="none")
-    ramp = TrainConfig(pl_rampup="sigmoid", rampup_length=40, rampup_unit=15)
-    assert pseudo_label_weight(none, 0) == 1.0 and pseudo_label_weight(none, 599) == 1.0
-    assert pseudo_label_weight(ramp, 0) == pytest.approx(math.exp(-5.0))
+    def none(t: int) -> float:
+        return pseudo_label_weight(t, "none", 40, 15)
+
+    def ramp(t: int) -> float:
+        return pseudo_label_weight(t, "sigmoid", 40, 15)
+
+    assert none(0) == 1.0 and none(599) == 1.0
+    assert ramp(0) == pytest.approx(math.exp(-5.0))
     # t = 300: floor(300 / 15) = 20 -> exp(-5 (1 - 20/40)^2) = exp(-1.25)
-    assert pseudo_label_weight(ramp, 300) == pytest.approx(math.exp(-1.25))
-    assert pseudo_label_weight(ramp, 600) == 1.0 and pseudo_label_weight(ramp, 5000) == 1.0
+    assert ramp(300) == pytest.approx(math.exp(-1.25))
+    assert ramp(600) == 1.0 and ramp(5000) == 1.0
 
 
 def _objective(cfg: TrainConfig, t: int = 300):
@@ -133,7 +137,7 @@ def test_diagnostics_are_logged_only_when_asked() -> None:
 
 
 def test_unlabeled_truth_by_hand() -> None:
-    from semiseg3d.training.trainer import unlabeled_truth
+    from semiseg3d.methods.dual import unlabeled_truth
 
     # 1 labeled + 1 unlabeled sample of 4 voxels; truth of the unlabeled one: [1, 1, 0, 0]
     label_u = torch.tensor([[1, 1, 0, 0]]).reshape(1, 4, 1, 1)

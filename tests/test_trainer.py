@@ -14,8 +14,8 @@ import yaml
 from test_checkpoint_resume import SHAPE, write_synthetic
 
 from semiseg3d.cli import main as cli_main
+from semiseg3d.config.run import TrainConfig
 from semiseg3d.data.volumes import case_path, downsample_volume, load_volume, read_list
-from semiseg3d.training.config import TrainConfig
 from semiseg3d.training.trainer import train
 
 

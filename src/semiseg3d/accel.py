@@ -1,8 +1,13 @@
 """What the hardware can do fast: mixed precision and memory format for a device.
 
 Training (:mod:`semiseg3d.training.runtime`), ``semiseg3d test`` and ``semiseg3d predict``
-resolve the config keys ``amp`` and ``channels_last`` here, once, into an
-:class:`Acceleration`:
+resolve the device and the config keys ``amp`` and ``channels_last`` here, with one
+function, :func:`resolve_runtime`, into an :class:`Acceleration`:
+
+- ``device``: ``auto`` -> CUDA when available, else the CPU; ``cuda`` on a machine without
+  CUDA is refused (one message, naming where the choice came from). ``test`` and
+  ``predict`` run a finished run where they are: ``auto`` unless the run says ``cpu``, or
+  their ``--device`` (:func:`inference_device`).
 
 - ``amp: auto`` -> bfloat16 autocast where the device computes it natively (a CUDA GPU with
   bf16 support; a CPU with AVX-512 BF16 or AMX, on which oneDNN runs bf16 3-D convolutions),
@@ -32,18 +37,23 @@ from typing import Any
 
 import torch
 
+from semiseg3d.config.run import AMP_CHOICES
 from semiseg3d.errors import InputError
 
 __all__ = [
     "AMP_CHOICES",
+    "DEVICE_CHOICES",
     "CPU_BF16_MIN_PATCH",
     "Acceleration",
     "cpu_supports_bf16",
     "cuda_supports_bf16",
     "resolve_acceleration",
+    "resolve_device",
+    "inference_device",
+    "resolve_runtime",
 ]
 
-AMP_CHOICES = ("auto", "none", "bf16", "fp16")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
 #: patch axes (voxels) at or above this always pass the CPU bf16 guard (patch / 16 >= 2)
 CPU_BF16_MIN_PATCH = 32
 _DTYPE_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -187,3 +197,55 @@ def resolve_acceleration(
     else:
         cl = bool(channels_last)
     return Acceleration(device=dev, dtype=dtype, channels_last=cl, amp=amp, note=note)
+
+
+def resolve_device(choice: str | torch.device, where: str = "config key 'device'") -> torch.device:
+    """The device of ``choice``: ``auto`` (CUDA when available, else the CPU), ``cpu``,
+    ``cuda``, or a ``torch.device`` as it is.
+
+    Args:
+        choice: the requested device.
+        where: what error messages name (the config key or the command-line option).
+
+    Raises:
+        InputError: ``cuda`` on a machine without CUDA, or an unknown choice.
+    """
+    if isinstance(choice, torch.device):
+        return choice
+    if choice not in DEVICE_CHOICES:
+        raise InputError(f"{where} must be one of {list(DEVICE_CHOICES)}, got {choice!r}")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"{where} = 'cuda' but CUDA is not available on this machine")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def inference_device(run_device: str, override: str | torch.device | None) -> str | torch.device:
+    """The device choice of ``test`` / ``predict`` for a finished run: ``override`` (their
+    ``--device``) when given, else ``auto`` unless the run's config says ``cpu`` (a run
+    trained on a GPU is evaluated on the CPU of a machine without one)."""
+    if override is not None:
+        return override
+    return "cpu" if run_device == "cpu" else "auto"
+
+
+def resolve_runtime(
+    device: str | torch.device,
+    amp: str,
+    channels_last: bool | str,
+    patch: Sequence[int] | None = None,
+    *,
+    where: str = "config key 'device'",
+) -> Acceleration:
+    """Device, precision and memory format of a run, in one call (train, test, predict).
+
+    Args:
+        device: ``auto`` | ``cpu`` | ``cuda`` or a ``torch.device`` (:func:`resolve_device`).
+        amp, channels_last, patch: as for :func:`resolve_acceleration`.
+        where: what a device error names.
+
+    Raises:
+        InputError: see :func:`resolve_device` and :func:`resolve_acceleration`.
+    """
+    return resolve_acceleration(amp, channels_last, resolve_device(device, where), patch)

@@ -23,7 +23,10 @@ __all__ = ["COMMANDS", "main", "build_parser", "os_error_line"]
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "complexity": ("semiseg3d.models.complexity", "parameter and MAC counts of a network"),
+    "complexity": (
+        "semiseg3d.reporting.complexity",
+        "parameter and MAC counts of a network or of a method's networks",
+    ),
     "split": ("semiseg3d.data.splits", "write labeled/unlabeled/test case lists"),
     "check-data": ("semiseg3d.data.volumes", "validate every volume of a dataset folder"),
     "fetch": ("semiseg3d.data.download", "download or copy a preprocessed dataset, checksummed"),
@@ -32,9 +35,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "convert a raw dataset (LA, Pancreas-CT, BraTS, own data) to h5",
     ),
     "synth": ("semiseg3d.data.synthetic", "generate the small synthetic demo dataset"),
-    "run-config": ("semiseg3d.training.run_config", "write the training config of one grid point"),
+    "run-config": ("semiseg3d.grid.run_config", "write the training config of one grid point"),
     "train": ("semiseg3d.training.cli", "train the dual network (or the SupOnly baseline)"),
-    "test": ("semiseg3d.inference.test_run", "predict the test list of a trained run and score it"),
+    "test": (
+        "semiseg3d.evaluation.test_run",
+        "predict the test list of a trained run and score it",
+    ),
     "predict": ("semiseg3d.inference.predict", "segment a new scan with a trained run"),
     "evaluate": ("semiseg3d.evaluation.evaluate", "score predicted masks against ground truth"),
     "report": ("semiseg3d.reporting.cli", "build the paper's tables and figures from run metrics"),

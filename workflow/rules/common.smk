@@ -1,6 +1,6 @@
 # Config validation, the experiment grid and input functions, shared by every rule file.
 #
-# The grid logic lives in semiseg3d.training.run_config, which `semiseg3d run-config` uses
+# The grid logic lives in semiseg3d.grid.run_config, which `semiseg3d run-config` uses
 # too, so the DAG and the per-run configs agree by construction.
 
 import json
@@ -12,7 +12,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from semiseg3d.errors import InputError
-from semiseg3d.training import run_config as rc
+from semiseg3d.grid import run_config as rc
 
 min_version("9.0")
 

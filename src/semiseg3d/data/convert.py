@@ -318,7 +318,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the conversion; print one line per case and a summary."""
-    from semiseg3d.training.config import parse_overrides
+    from semiseg3d.config.run import parse_overrides
 
     overrides = parse_overrides(args.overrides)
     if args.seed is not None:

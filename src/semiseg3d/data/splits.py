@@ -9,11 +9,10 @@ module is also the ``semiseg3d split`` command, which writes the three lists as 
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Sequence
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
+from semiseg3d.config.run import labeled_from_ratio
 from semiseg3d.data.volumes import case_path, check_volume_headers, read_list
 from semiseg3d.errors import InputError
 from semiseg3d.io.atomic import write_text_atomic
@@ -47,35 +46,6 @@ def split_labeled(train_ids: Sequence[str], n: int) -> tuple[list[str], list[str
             f"labeled count {n!r} is outside [1, {len(train_ids)}] (training list size)"
         )
     return list(train_ids[:n]), list(train_ids[n:])
-
-
-def labeled_from_ratio(ratio: float, n_train: int) -> int:
-    """Number of labeled cases for a label ratio: ``ratio`` x ``n_train`` rounded half up.
-
-    The product is computed in decimal from the ratio as written (``0.15`` is 15/100, not the
-    nearest binary float), so 0.15 x 62 = 9.3 -> 9, 0.25 x 62 = 15.5 -> 16,
-    0.145 x 100 = 14.5 -> 15 (binary floats give 14.499999999999998).
-
-    Args:
-        ratio: fraction of the training list, 0 < ratio <= 1.
-        n_train: training list size.
-
-    Returns:
-        The labeled count, in [1, n_train].
-
-    Raises:
-        InputError: the ratio is out of range or gives no labeled case.
-    """
-    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not math.isfinite(ratio):
-        raise InputError(f"label ratio must be a number in (0, 1], got {ratio!r}")
-    if not 0 < ratio <= 1:
-        raise InputError(f"label ratio {ratio} is outside (0, 1]")
-    n = int((Decimal(str(ratio)) * n_train).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    if not 1 <= n <= n_train:
-        raise InputError(
-            f"label ratio {ratio} of {n_train} training cases gives {n} labeled cases; need at least 1"
-        )
-    return n
 
 
 def format_list(ids: Sequence[str]) -> str:

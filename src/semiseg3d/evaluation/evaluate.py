@@ -33,10 +33,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from semiseg3d.data.postprocess import largest_connected_component
 from semiseg3d.errors import InputError, format_numbers
 from semiseg3d.evaluation.maskio import GT_KEYS, PRED_KEYS, list_masks, read_mask
 from semiseg3d.evaluation.metrics import METRICS, SUMMARY_ROWS, case_metrics, metrics_table
-from semiseg3d.inference.postprocess import largest_connected_component
 from semiseg3d.io.atomic import atomic_path, remove_stale_temps
 
 __all__ = [

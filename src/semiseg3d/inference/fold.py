@@ -9,7 +9,7 @@ memory-bound. The weights are computed by PyTorch's own
 The result equals the original up to float rounding (about 1e-6 relative in float32), so
 it can flip the argmax of a voxel whose two class probabilities are within rounding of each
 other. ``semiseg3d test`` / ``predict`` therefore use it only on the fast (bf16) path
-(:func:`semiseg3d.inference.test_run.prepared_rule`); the float32 path stays the bit-for-bit
+(:func:`semiseg3d.evaluation.test_run.prepared_rule`); the float32 path stays the bit-for-bit
 reference.
 
 Which pairs are folded: consecutive ``(conv, BatchNorm3d)`` children of any

@@ -19,7 +19,7 @@
    With ``downsample`` > 1 in the config the volume is block-averaged as in training.
 4. Sliding-window inference with the run's patch and stride and the method's own inference
    rule (dual: mean softmax of both subnets, or the subnet the config's ``eval_subnet``
-   names; baselines: :meth:`semiseg3d.baselines.Method.inference_nets`).
+   names; baselines: :meth:`semiseg3d.methods.base.Method.inference_nets`).
 5. The foreground probability is put back on the full (resampled) grid (zero outside the
    crop), resampled linearly onto the input grid when the recipe resamples, and
    thresholded at 0.5 (the argmax of two classes); where the run's ``postprocess_lcc`` or the
@@ -44,14 +44,16 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from semiseg3d.accel import resolve_acceleration
+from semiseg3d.accel import inference_device, resolve_runtime
 from semiseg3d.data.convert_custom import (
     PreprocessOptions,
     options_from_mapping,
     prepare_inference,
 )
 from semiseg3d.data.geometry import from_xyz, read_image, resample_like
+from semiseg3d.data.postprocess import largest_connected_component
 from semiseg3d.errors import InputError
+from semiseg3d.inference.rule import load_trained, prepared_rule
 from semiseg3d.inference.sliding_window import ProbFn, sliding_window_probs
 from semiseg3d.io.atomic import atomic_path, remove_stale_temps
 
@@ -287,8 +289,6 @@ def predict_scan(
         InputError: missing run or scan, unreadable scan, no recipe, CUDA asked for but not
             available, unsupported output type.
     """
-    from semiseg3d.inference.test_run import load_trained, prepared_rule
-
     run = Path(run_dir)
     out = Path(out)
     targets = [(out, "--out")]
@@ -309,18 +309,15 @@ def predict_scan(
         temps = [(stack.enter_context(atomic_path(path)), path, opt) for path, opt in targets]
         t0 = time.monotonic()
         cfg, nets = load_trained(run)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
-        if device == "cuda" and not torch.cuda.is_available():
-            raise InputError(
-                "--device cuda: CUDA is not available on this machine (use --device cpu)"
-            )
-        if device not in ("cpu", "cuda"):
+        if device not in (None, "cpu", "cuda"):
             raise InputError(f"--device must be cpu or cuda, got {device!r}")
-        dev = torch.device(device)
+        accel = resolve_runtime(
+            inference_device(cfg.device, device), cfg.amp, cfg.channels_last, cfg.patch,
+            where="--device",
+        )  # fmt: skip
+        dev = accel.device
         opts, source = recipe_for_run(run, cfg.data_dir, cfg.dataset, preprocess)
         image = read_image(scan)
-        accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev, cfg.patch)
         members, prob_fn, lcc = prepared_rule(cfg, nets, accel)
         pred = predict_image(
             image,
@@ -336,8 +333,6 @@ def predict_scan(
             where=str(scan),
         )
         if lcc:
-            from semiseg3d.inference.postprocess import largest_connected_component
-
             kept = sitk.GetImageFromArray(
                 largest_connected_component(sitk.GetArrayFromImage(pred.mask)).astype(np.uint8)
             )

@@ -1,7 +1,8 @@
 """Sliding-window inference over a whole volume (spec section 6.1).
 
 A volume is cut into overlapping patch-sized windows; every window goes through a
-probability function (usually the mean softmax of both subnets, :func:`softmax_ensemble`);
+probability function (usually the mean softmax of both subnets,
+:func:`~semiseg3d.models.probs.softmax_ensemble`);
 the probabilities of overlapping windows are averaged voxel by voxel (score / count).
 
 Window layout per axis ``i`` (as in the authors' ``test_util.py``):
@@ -22,11 +23,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch import nn
+
+from semiseg3d.models.probs import ProbFn, softmax_ensemble
 
 __all__ = [
     "ProbFn",
@@ -38,9 +40,6 @@ __all__ = [
     "sliding_window_probs_loop",
     "predict_label",
 ]
-
-#: (B, 1, px, py, pz) input patches -> (B, C, px, py, pz) class probabilities.
-ProbFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _triple(value: Sequence[int], name: str) -> tuple[int, int, int]:
@@ -129,37 +128,6 @@ def _crop(array: np.ndarray, pad_widths: Sequence[tuple[int, int]]) -> np.ndarra
     for (left, right), n in zip(pad_widths, array.shape[-3:], strict=True):
         index.append(slice(left, n - right))
     return array[tuple(index)]
-
-
-def softmax_ensemble(models: Sequence[nn.Module]) -> ProbFn:
-    """A probability function: the mean over ``models`` of softmax(logits) over classes.
-
-    Each model maps (B, 1, px, py, pz) to ``(logits (B, C, px, py, pz), features)`` (a plain
-    logits tensor is accepted too). For the dual network pass ``[dual.resnet, dual.vnet]``
-    (the paper's test ensemble, spec 6.1) or a single subnet. The caller puts the models
-    in eval mode. The softmax is taken in float32, also under autocast.
-
-    Args:
-        models: one or more segmentation networks.
-
-    Returns:
-        ``fn(x) -> probs`` with probs (B, C, px, py, pz) float32.
-    """
-    members = list(models)
-    if not members:
-        raise ValueError("softmax_ensemble needs at least one model")
-
-    def prob_fn(x: torch.Tensor) -> torch.Tensor:
-        total: torch.Tensor | None = None
-        for model in members:
-            out = model(x)
-            logits = out[0] if isinstance(out, tuple | list) else out
-            probs = torch.softmax(logits.float(), dim=1)
-            total = probs if total is None else total + probs
-        assert total is not None
-        return total / len(members)
-
-    return prob_fn
 
 
 def _batches(items: list[tuple[int, int, int]], size: int) -> Iterator[list[tuple[int, int, int]]]:

@@ -6,7 +6,7 @@
 - :mod:`~semiseg3d.losses.cce`: CPS and EFS (and the released code's EFS block).
 - :mod:`~semiseg3d.losses.ue`: uncertainty-rectified pseudo supervision.
 - :mod:`~semiseg3d.losses.pgl`: prototype-guided learning (and the released code's).
-- :mod:`~semiseg3d.losses.ramps`: PGL ramp-up and learning-rate schedules.
+- :mod:`~semiseg3d.losses.ramps`: ramp-ups and learning-rate schedules (plain numbers).
 - :mod:`~semiseg3d.losses.objective`: the per-iteration objective in both modes.
 """
 
@@ -14,19 +14,21 @@ from __future__ import annotations
 
 from semiseg3d.losses.objective import (
     TERM_NAMES,
+    DualSettings,
     active_terms,
     dual_objective,
     first_nonfinite,
     suponly_objective,
 )
-from semiseg3d.losses.ramps import lr_at, pgl_weight
+from semiseg3d.losses.ramps import lr_at, rampup_weight
 
 __all__ = [
     "TERM_NAMES",
+    "DualSettings",
     "active_terms",
     "dual_objective",
     "first_nonfinite",
     "suponly_objective",
     "lr_at",
-    "pgl_weight",
+    "rampup_weight",
 ]

@@ -3,7 +3,11 @@
 ``dual_objective`` takes both networks' outputs on one batch (labeled samples first) and
 returns two scalars whose SUM the trainer backpropagates, plus every term for logging.
 
-Paper mode (spec 3; ``cfg.mode == "paper"``)::
+The switches and hyperparameters come as plain values in a :class:`DualSettings` (the
+run config's keys of the same names; :meth:`DualSettings.of` takes them from any object
+that has them, e.g. a :class:`~semiseg3d.config.run.TrainConfig`).
+
+Paper mode (spec 3; ``mode == "paper"``)::
 
     loss_a = CE_A + Dice_A + lam CR_A + w_pl(t) (CPS_A + EFS_A + UE) + IC + [L = A] w_c(t) PGL
     loss_b = CE_B + Dice_B + lam CR_B + w_pl(t) (CPS_B + EFS_B)      + [L = B] w_c(t) PGL
@@ -13,7 +17,7 @@ with ``w_pl(t) = 1`` (``pl_rampup: none``, the paper's reading) or a sigmoid ram
 literal "p_fg >= tau_cps -> 1"; ``argmax``; ``confident``: argmax where the other network's
 max probability >= tau_cps, others ignored).
 
-Code-faithful mode (spec 2; ``cfg.mode == "code_faithful"``), the loser L collecting the
+Code-faithful mode (spec 2; ``mode == "code_faithful"``), the loser L collecting the
 extra terms as in C (values identical to C's ``r_loss`` / ``v_loss``)::
 
     loss_L = CE_L + Dice_L + lam CR_L + EFS_L + w_c(t) PGL + UE + IC
@@ -35,7 +39,8 @@ mode: ``use_cps`` (C has no CPS), ``ue_temperature_in_kl`` (False), ``pgl_requir
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -52,12 +57,12 @@ from semiseg3d.losses.cce import (
 from semiseg3d.losses.consistency import inter_consistency
 from semiseg3d.losses.cr import cr_loss, disagreement_mask
 from semiseg3d.losses.pgl import pgl_code_faithful, pgl_loss, reliable_sets
-from semiseg3d.losses.ramps import pgl_weight, pseudo_label_weight
+from semiseg3d.losses.ramps import pseudo_label_weight, rampup_weight
 from semiseg3d.losses.supervised import ce_loss, dice_loss
 from semiseg3d.losses.ue import ue_loss
-from semiseg3d.training.config import TrainConfig
 
 __all__ = [
+    "DualSettings",
     "TERM_NAMES",
     "SUPONLY_TERM_NAMES",
     "DualTerms",
@@ -95,6 +100,56 @@ SUPONLY_TERM_NAMES: tuple[str, ...] = ("sup_ce_b", "sup_dice_b", "loss")
 Output = tuple[Tensor, Tensor]
 
 
+@dataclass(frozen=True)
+class DualSettings:
+    """The switches and hyperparameters of the dual objective, as plain values (the run
+    config's keys of the same names and defaults; see the README's ``params.yaml``
+    reference).
+
+    ``rampup_*`` set the PGL weight ``w_c(t)`` (:func:`~semiseg3d.losses.ramps.rampup_weight`)
+    and, with ``pl_rampup: sigmoid``, the pseudo-label weight.
+    """
+
+    mode: str = "paper"
+    use_cr: bool = True
+    use_cps: bool = True
+    use_efs: bool = True
+    use_ue: bool = True
+    use_pgl: bool = True
+    ic_distance: str = "cosine"
+    cr_distance: str = "mse"
+    pgl_third_term: bool = True
+    pgl_proto_term_sign: int = 1
+    pgl_require_agreement: bool = True
+    ue_temperature_in_kl: bool = True
+    tau: float = 0.6
+    lam: float = 0.5
+    T: float = 0.5
+    alpha: float = 70.0
+    tau_cps: float = 0.6
+    cps_target: str = "argmax"
+    pl_rampup: str = "sigmoid"
+    rampup_max: float = 0.1
+    rampup_length: int = 40
+    rampup_unit: int = 150
+
+    @classmethod
+    def of(cls, source: Any) -> DualSettings:
+        """The settings from any object with these attributes (a run config); a
+        :class:`DualSettings` is returned as it is."""
+        if isinstance(source, cls):
+            return source
+        return cls(**{f.name: getattr(source, f.name) for f in fields(cls)})
+
+    def pgl_weight(self, iteration: int) -> float:
+        """``w_c(t)``: :func:`~semiseg3d.losses.ramps.rampup_weight` with ``rampup_*``."""
+        return rampup_weight(iteration, self.rampup_max, self.rampup_length, self.rampup_unit)
+
+    def pl_weight(self, iteration: int) -> float:
+        """Weight of CPS, EFS and UE (:func:`~semiseg3d.losses.ramps.pseudo_label_weight`)."""
+        return pseudo_label_weight(iteration, self.pl_rampup, self.rampup_length, self.rampup_unit)
+
+
 @dataclass
 class DualTerms:
     """Attached (graph-carrying) values of one iteration's objective.
@@ -125,8 +180,10 @@ class DualTerms:
     diagnostics: dict[str, Tensor] = field(default_factory=dict)
 
 
-def active_terms(cfg: TrainConfig) -> tuple[str, ...]:
-    """Names of the loss terms ``dual_objective`` produces under ``cfg`` (for loggers)."""
+def active_terms(settings: DualSettings | Any) -> tuple[str, ...]:
+    """Names of the loss terms ``dual_objective`` produces under ``settings`` (for loggers;
+    a run config is read with :meth:`DualSettings.of`)."""
+    cfg = DualSettings.of(settings)
     paper = cfg.mode == "paper"
     on = {
         "cr_a": cfg.use_cr,
@@ -177,7 +234,7 @@ def dual_terms(
     out_a: Output,
     out_b: Output,
     label_l: Tensor,
-    cfg: TrainConfig,
+    settings: DualSettings | Any,
     iteration: int,
     generator: torch.Generator | None = None,
     *,
@@ -189,8 +246,9 @@ def dual_terms(
         out_a: ``(logits (B, 2, X, Y, Z), features (B, 16, X, Y, Z))`` of network A (ResNet).
         out_b: the same for network B (V-Net).
         label_l: (B_l, X, Y, Z) integer labels of the first B_l samples (1 <= B_l < B).
-        cfg: switches and hyperparameters (``mode``, ``use_*``, ``tau``, ``lam``, ``T``,
-            ``alpha``, ``tau_cps``, ``cr_distance``, ``ic_distance``, PGL options, ramp).
+        settings: a :class:`DualSettings` (or a run config, read with
+            :meth:`DualSettings.of`): ``mode``, ``use_*``, ``tau``, ``lam``, ``T``,
+            ``alpha``, ``tau_cps``, ``cr_distance``, ``ic_distance``, PGL options, ramps.
         iteration: 0-based iteration index ``t`` (for ``w_c(t)``).
         generator: dedicated generator for PGL candidate sampling.
         force_winner: override the winner rule (0 = A, 1 = B); for tests.
@@ -198,21 +256,23 @@ def dual_terms(
     Returns:
         A :class:`DualTerms`. Losses are computed in float32 with autocast disabled.
     """
+    cfg = DualSettings.of(settings)
     n_l = _check_batch(out_a, out_b, label_l)
     device = out_a[0].device
     with torch.autocast(device_type=device.type, enabled=False):
         za, fa = out_a[0].float(), out_a[1].float()
         zb, fb = out_b[0].float(), out_b[1].float()
         y = label_l.long()
+        batch = (za, fa, zb, fb, y, n_l)
         if cfg.mode == "paper":
-            return _paper(za, fa, zb, fb, y, n_l, cfg, iteration, generator, force_winner)
+            return _paper(batch, cfg, iteration, generator, force_winner)
         if cfg.mode == "code_faithful":
-            return _code(za, fa, zb, fb, y, n_l, cfg, iteration, generator, force_winner)
+            return _code(batch, cfg, iteration, generator, force_winner)
     raise ValueError(f"unknown mode {cfg.mode!r}")
 
 
 def _shared(
-    za: Tensor, zb: Tensor, y: Tensor, n_l: int, cfg: TrainConfig
+    za: Tensor, zb: Tensor, y: Tensor, n_l: int, cfg: DualSettings
 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Supervised terms, CR and IC (identical in both modes)."""
     pa = torch.softmax(za, dim=1)
@@ -240,17 +300,13 @@ def _sup(t: dict[str, Tensor], k: str, lam: float) -> Tensor:
 
 
 def _paper(
-    za: Tensor,
-    fa: Tensor,
-    zb: Tensor,
-    fb: Tensor,
-    y: Tensor,
-    n_l: int,
-    cfg: TrainConfig,
+    batch: tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int],
+    cfg: DualSettings,
     iteration: int,
     generator: torch.Generator | None,
     force_winner: int | None,
 ) -> DualTerms:
+    za, fa, zb, fb, y, n_l = batch
     pa, pb, t = _shared(za, zb, y, n_l, cfg)
     loser_is_a = _loser_is_a(t["sup_dice_a"], t["sup_dice_b"], force_winner, za.device)
     pa_u, pb_u = pa[n_l:], pb[n_l:]
@@ -279,7 +335,7 @@ def _paper(
             third_term=cfg.pgl_third_term,
             proto_sign=cfg.pgl_proto_term_sign,
         )
-        w = pgl_weight(cfg, iteration)
+        w = cfg.pgl_weight(iteration)
 
     with torch.no_grad():
         diag = {
@@ -294,7 +350,7 @@ def _paper(
         if cfg.use_efs or cfg.use_pgl:
             diag["diag_efs_ignored"] = uncertain.float().mean()
             diag["diag_efs_fg"] = (target == 1).float().mean()
-    pl_w = pseudo_label_weight(cfg, iteration)
+    pl_w = cfg.pl_weight(iteration)
     loss_a = _sup(t, "a", cfg.lam)
     loss_b = _sup(t, "b", cfg.lam)
     for name in ("cps", "efs"):
@@ -314,17 +370,13 @@ def _paper(
 
 
 def _code(
-    za: Tensor,
-    fa: Tensor,
-    zb: Tensor,
-    fb: Tensor,
-    y: Tensor,
-    n_l: int,
-    cfg: TrainConfig,
+    batch: tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int],
+    cfg: DualSettings,
     iteration: int,
     generator: torch.Generator | None,
     force_winner: int | None,
 ) -> DualTerms:
+    za, fa, zb, fb, y, n_l = batch
     pa, pb, t = _shared(za, zb, y, n_l, cfg)
     if cfg.use_ue:
         t["ue"] = ue_loss(za, zb, cfg.T, temperature_in_kl=False)
@@ -341,7 +393,7 @@ def _code(
                 f_loser = torch.where(loser_is_a, fa[n_l:], fb[n_l:])
                 loser_pred = torch.where(loser_is_a, class_argmax(pa_u), class_argmax(pb_u))
             t["pgl"] = pgl_code_faithful(f_loser, target, loser_pred, generator)
-            w = pgl_weight(cfg, iteration)
+            w = cfg.pgl_weight(iteration)
 
     def routed(k: str, loser: bool) -> Tensor:
         total = _sup(t, k, cfg.lam)
@@ -364,7 +416,7 @@ def dual_objective(
     out_a: Output,
     out_b: Output,
     label_l: Tensor,
-    cfg: TrainConfig,
+    settings: DualSettings | Any,
     iteration: int,
     generator: torch.Generator | None = None,
     *,
@@ -378,7 +430,7 @@ def dual_objective(
             (ResNet34 encoder-decoder) on the whole batch, labeled samples first.
         out_b: the same for network B (V-Net).
         label_l: (B_l, X, Y, Z) integer labels (int64, or uint8) of the first B_l samples.
-        cfg: the run config (``mode`` and every switch; see module doc).
+        settings: a :class:`DualSettings` (or a run config; see module doc).
         iteration: 0-based iteration index (ramp-up of the PGL weight).
         generator: dedicated :class:`torch.Generator` for PGL candidate sampling (any
             device; it is always consumed by the same number of draws in paper mode).
@@ -393,6 +445,7 @@ def dual_objective(
         In code-faithful mode ``pgl`` and the loser's scalar are usually NaN, as in C;
         the parameter gradients are finite.
     """
+    cfg = DualSettings.of(settings)
     res = dual_terms(out_a, out_b, label_l, cfg, iteration, generator, force_winner=force_winner)
     terms: dict[str, Tensor] = {}
     for name in TERM_NAMES:

@@ -14,12 +14,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from semiseg3d.training.config import TrainConfig
-
 __all__ = [
     "sigmoid_rampup",
     "rampup_weight",
-    "pgl_weight",
     "pseudo_label_weight",
     "step_lr",
     "poly_lr",
@@ -60,21 +57,18 @@ def rampup_weight(
     return rampup_max * sigmoid_rampup(iteration // unit, length)
 
 
-def pgl_weight(cfg: TrainConfig, iteration: int) -> float:
-    """:func:`rampup_weight` with ``cfg.rampup_max``, ``cfg.rampup_length``, ``cfg.rampup_unit``."""
-    return rampup_weight(iteration, cfg.rampup_max, cfg.rampup_length, cfg.rampup_unit)
-
-
-def pseudo_label_weight(cfg: TrainConfig, iteration: int) -> float:
+def pseudo_label_weight(
+    iteration: int, pl_rampup: str = "sigmoid", length: int = 40, unit: int = 150
+) -> float:
     """Weight of the pseudo-label terms (CPS, EFS, UE) at iteration ``t``.
 
     ``pl_rampup = "none"``: 1 at every iteration (the paper's "use 1", spec 3). ``sigmoid``:
-    the PGL ramp's shape and schedule (``rampup_length`` units of ``rampup_unit``
-    iterations) rising to 1, i.e. ``exp(-5 (1 - min(floor(t / unit), length) / length)^2)``.
+    the PGL ramp's shape and schedule (``length`` units of ``unit`` iterations) rising to 1,
+    i.e. ``exp(-5 (1 - min(floor(t / unit), length) / length)^2)``.
     """
-    if cfg.pl_rampup == "none":
+    if pl_rampup == "none":
         return 1.0
-    return rampup_weight(iteration, 1.0, cfg.rampup_length, cfg.rampup_unit)
+    return rampup_weight(iteration, 1.0, length, unit)
 
 
 def step_lr(iteration: int, base_lr: float, steps: Sequence[int], gamma: float) -> float:
@@ -94,19 +88,28 @@ def poly_lr(iteration: int, base_lr: float, total: int, power: float) -> float:
     return base_lr * frac**power
 
 
-def lr_at(cfg: TrainConfig, iteration: int) -> float:
-    """Learning rate of the optimizer step of iteration ``t`` under ``cfg.lr_policy``.
+def lr_at(
+    iteration: int,
+    base_lr: float,
+    policy: str = "step",
+    steps: Sequence[int] = (2500, 5000),
+    gamma: float = 0.1,
+    total: int = 6000,
+    power: float = 0.9,
+) -> float:
+    """Learning rate of the optimizer step of iteration ``t`` under ``policy``.
 
     Args:
-        cfg: run config (``lr``, ``lr_policy``, ``lr_steps``, ``lr_gamma``, ``iterations``,
-            ``poly_power``).
         iteration: 0-based iteration index.
+        base_lr: initial learning rate.
+        policy: ``step`` (:func:`step_lr` with ``steps``, ``gamma``) or ``poly``
+            (:func:`poly_lr` with ``total``, ``power``).
 
     Returns:
         The learning rate.
     """
-    if cfg.lr_policy == "step":
-        return step_lr(iteration, cfg.lr, cfg.lr_steps, cfg.lr_gamma)
-    if cfg.lr_policy == "poly":
-        return poly_lr(iteration, cfg.lr, cfg.iterations, cfg.poly_power)
-    raise ValueError(f"lr_at: unknown lr_policy {cfg.lr_policy!r}")
+    if policy == "step":
+        return step_lr(iteration, base_lr, steps, gamma)
+    if policy == "poly":
+        return poly_lr(iteration, base_lr, total, power)
+    raise ValueError(f"lr_at: unknown lr_policy {policy!r}")

@@ -7,10 +7,9 @@ Every baseline is built from Subnet B, the V-Net (9,448,866 parameters):
 - :class:`MCNet` (MC-Net K = 2, MC-Net+ K = 3, spec 4): one V-Net encoder and K decoders
   that differ only in their up-sampling blocks (transposed conv, trilinear + conv,
   nearest + conv); 12,347,716 / 15,246,566 parameters.
-- :class:`TeacherStudent` (UA-MT, BCP): a student V-Net and an EMA teacher V-Net, used
-  for the complexity columns (18,897,732 parameters); training keeps the two apart.
 
-MCF is the project's :class:`~semiseg3d.models.dual.DualNet`.
+MCF is the project's :class:`~semiseg3d.models.dual.DualNet`; UA-MT and BCP train a
+:class:`~semiseg3d.models.vnet.VNet` with an EMA teacher V-Net.
 """
 
 from __future__ import annotations
@@ -19,9 +18,9 @@ import torch
 from torch import nn
 
 from semiseg3d.models.blocks import check_spatial_shape, init_weights, out_conv
-from semiseg3d.models.vnet import VNet, VNetDecoder, VNetEncoder
+from semiseg3d.models.vnet import VNetDecoder, VNetEncoder
 
-__all__ = ["UpInterp", "VNetSDF", "MCNetDecoder", "MCNet", "TeacherStudent", "mcnet_vnet_state"]
+__all__ = ["UpInterp", "VNetSDF", "MCNetDecoder", "MCNet", "mcnet_vnet_state"]
 
 
 class UpInterp(nn.Sequential):
@@ -155,17 +154,3 @@ class VNetSDF(nn.Module):
         check_spatial_shape(x.shape)
         z_s, x9 = self.decoder(self.encoder(x))
         return z_s, torch.tanh(self.sdf_head(x9))
-
-
-class TeacherStudent(nn.Module):
-    """Student and EMA-teacher V-Nets side by side (UA-MT, BCP), for counting: a forward
-    runs both once. 18,897,732 parameters with the defaults."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.student = VNet()
-        self.teacher = VNet()
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, 2, X, Y, Z) of the student, then of the teacher."""
-        return self.student(x)[0], self.teacher(x)[0]

@@ -1,4 +1,5 @@
-"""Parameter and MAC counts of the networks (spec section 1.5) and ``semiseg3d complexity``.
+"""Parameter and MAC counts of a network (spec section 1.5); the command
+``semiseg3d complexity`` is :mod:`semiseg3d.reporting.complexity`.
 
 Two MAC figures, both for a batch of one:
 
@@ -17,8 +18,6 @@ instant at any patch size and leave the model's own weights, buffers and mode un
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,15 +29,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from semiseg3d.errors import InputError
 from semiseg3d.models.blocks import DIVISOR
-from semiseg3d.models.dual import MODEL_NAMES, build_model
 
 __all__ = [
     "count_params",
     "true_macs",
     "legacy_macs",
-    "complexity_report",
-    "add_arguments",
-    "main",
+    "check_patch",
 ]
 
 
@@ -47,7 +43,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _check_patch(patch: Sequence[int]) -> tuple[int, int, int]:
+def check_patch(patch: Sequence[int]) -> tuple[int, int, int]:
     dims = tuple(int(s) for s in patch)
     if len(dims) != 3 or any(s <= 0 or s % DIVISOR for s in dims):
         raise InputError(
@@ -78,7 +74,7 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 def _meta_forward(model: nn.Module, patch: Sequence[int]) -> None:
     """Run ``model`` in eval mode on a meta-device batch of one, with meta copies of its
     parameters and buffers (the model itself is not modified)."""
-    dims = _check_patch(patch)
+    dims = check_patch(patch)
     state = {
         name: torch.empty_like(t, device="meta")
         for name, t in [*model.named_parameters(), *model.named_buffers()]
@@ -142,52 +138,3 @@ def legacy_macs(model: nn.Module, patch: Sequence[int]) -> int:
         for h in handles:
             h.remove()
     return total
-
-
-def complexity_report(name: str, patch: Sequence[int]) -> dict[str, object]:
-    """Parameter and MAC counts of network ``name`` at input size ``patch`` (batch 1).
-
-    Returns:
-        ``model``, ``patch`` (list of 3 ints), ``params`` (int), ``params_m`` (millions),
-        ``macs`` / ``macs_legacy`` (ints) and ``macs_g`` / ``macs_g_legacy`` (in 1e9).
-
-    Raises:
-        InputError: for an unknown model name or a patch that is not three multiples of 16.
-    """
-    dims = _check_patch(patch)
-    with torch.device("meta"):
-        model = build_model(name)
-    macs = true_macs(model, dims)
-    macs_legacy = legacy_macs(model, dims)
-    params = count_params(model)
-    return {
-        "model": name,
-        "patch": list(dims),
-        "params": params,
-        "params_m": round(params / 1e6, 6),
-        "macs": macs,
-        "macs_g": round(macs / 1e9, 6),
-        "macs_legacy": macs_legacy,
-        "macs_g_legacy": round(macs_legacy / 1e9, 6),
-    }
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``semiseg3d complexity``."""
-    parser.add_argument(
-        "--model", choices=MODEL_NAMES, default="dual", help="network (default: dual)"
-    )
-    parser.add_argument(
-        "--patch",
-        nargs=3,
-        type=int,
-        metavar=("D", "H", "W"),
-        default=[112, 112, 80],
-        help="input size in voxels, each a multiple of 16 (default: 112 112 80, the LA patch)",
-    )
-
-
-def main(args: argparse.Namespace) -> int:
-    """Print one JSON object with the counts of ``args.model`` at ``args.patch``."""
-    print(json.dumps(complexity_report(args.model, args.patch)))
-    return 0

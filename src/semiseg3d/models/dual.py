@@ -1,4 +1,6 @@
-"""The dual model (Subnet A + Subnet B) and a builder for every network by name."""
+"""The dual model (Subnet A + Subnet B) and a builder for the paper's networks by name
+(a method's networks, teachers included, come from its own ``build``:
+:func:`semiseg3d.methods.networks`)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from semiseg3d.models.vnet import VNet
 __all__ = ["MODEL_NAMES", "DualNet", "build_model"]
 
 #: names accepted by :func:`build_model`
-MODEL_NAMES = ("vnet", "resnet34", "dual", "uamt", "dtc", "mcnet", "mcnet_plus", "mcf", "bcp")
+MODEL_NAMES = ("vnet", "resnet34", "dual")
 
 Output = tuple[torch.Tensor, torch.Tensor]
 
@@ -62,30 +64,17 @@ def build_model(name: str, **kwargs: int | bool) -> nn.Module:
     """A freshly initialised network by name.
 
     Args:
-        name: ``"vnet"`` (Subnet B), ``"resnet34"`` (Subnet A) or ``"dual"`` (both), or a
-            baseline's training networks (:mod:`semiseg3d.models.baselines`): ``"uamt"`` /
-            ``"bcp"`` (student + teacher V-Nets), ``"dtc"``, ``"mcnet"``, ``"mcnet_plus"``,
-            ``"mcf"`` (= ``"dual"``).
+        name: ``"vnet"`` (Subnet B), ``"resnet34"`` (Subnet A) or ``"dual"`` (both).
         **kwargs: passed to the constructor (``in_channels``, ``n_classes``, ``n_filters``,
             ``has_dropout``).
 
     Raises:
         InputError: for an unknown name.
     """
-    from functools import partial
-
-    from semiseg3d.models.baselines import MCNet, TeacherStudent, VNetSDF
-
-    classes: dict[str, type[nn.Module] | partial[nn.Module]] = {
+    classes: dict[str, type[nn.Module]] = {
         "vnet": VNet,
         "resnet34": ResNet34EncDec,
         "dual": DualNet,
-        "uamt": TeacherStudent,
-        "bcp": TeacherStudent,
-        "dtc": VNetSDF,
-        "mcnet": partial(MCNet, 2),
-        "mcnet_plus": partial(MCNet, 3),
-        "mcf": DualNet,
     }
     if name not in classes:
         raise InputError(

@@ -270,7 +270,7 @@ def main(args: argparse.Namespace) -> int:
     if args.overlay and args.params is None:
         raise InputError("--overlay needs --params")
     if args.params is not None:
-        from semiseg3d.training.run_config import load_params, validate_params
+        from semiseg3d.grid.run_config import load_params, validate_params
 
         params = load_params(args.params, args.overlay)
         validate_params(params, source=str(args.params))

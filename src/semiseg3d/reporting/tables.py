@@ -258,7 +258,7 @@ class ReportContext:
     def _expected_points(self) -> set[tuple[str, str, int]]:
         if not self.params:
             return set()
-        from semiseg3d.training.run_config import experiment_points
+        from semiseg3d.grid.run_config import experiment_points
 
         return {(k.dataset, k.variant, int(k.ratio)) for k in experiment_points(self.params)}
 
@@ -371,7 +371,7 @@ class ReportContext:
         if variant in self.run_variants(dataset):
             return variant
         if self.params:
-            from semiseg3d.training.run_config import canonical_variant
+            from semiseg3d.grid.run_config import canonical_variant
 
             try:
                 canonical = canonical_variant(self.params, dataset, variant)

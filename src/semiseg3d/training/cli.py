@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from semiseg3d.training.config import load_config, parse_overrides
+from semiseg3d.config.run import load_config, parse_overrides
 
 __all__ = ["add_arguments", "main"]
 

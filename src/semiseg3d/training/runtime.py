@@ -1,8 +1,7 @@
 """Runtime of a training run: device, mixed precision, memory format, and feedback.
 
-- :func:`resolve_device`: ``cfg.device`` (auto / cpu / cuda) -> a ``torch.device``.
-- :class:`Precision`: ``cfg.amp`` / ``cfg.channels_last`` resolved for the device by
-  :func:`semiseg3d.accel.resolve_acceleration` (bf16 autocast on CUDA and on CPUs with
+- :class:`Precision`: ``cfg.device``, ``cfg.amp`` and ``cfg.channels_last`` resolved by
+  :func:`semiseg3d.accel.resolve_runtime` (bf16 autocast on CUDA and on CPUs with
   AVX-512 BF16 / AMX under ``auto``), plus the ``GradScaler`` (fp16 only).
 - :class:`RunFeedback`: the plain log ``DIR/train.log``, a tqdm progress bar on stderr
   (it/s and ETA; off when stderr is not a terminal, then a log line every
@@ -24,12 +23,10 @@ from typing import Any
 
 import torch
 
-from semiseg3d.accel import Acceleration, resolve_acceleration
-from semiseg3d.errors import InputError
-from semiseg3d.training.config import TrainConfig
+from semiseg3d.accel import Acceleration, resolve_runtime
+from semiseg3d.config.run import TrainConfig
 
 __all__ = [
-    "resolve_device",
     "Precision",
     "RunFeedback",
     "LOG_NAME",
@@ -38,19 +35,6 @@ __all__ = [
 
 LOG_NAME = "train.log"
 LIVE_NAME = "live"
-
-
-def resolve_device(cfg: TrainConfig) -> torch.device:
-    """The device a run uses: ``cuda`` when asked for or when ``auto`` finds one, else CPU.
-
-    Raises:
-        InputError: ``device: cuda`` on a machine without CUDA.
-    """
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("config key 'device' = 'cuda' but CUDA is not available on this machine")
-    if cfg.device == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
 
 
 @dataclass
@@ -68,14 +52,14 @@ class Precision:
     scaler: torch.amp.GradScaler
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig, device: torch.device) -> Precision:
-        """``cfg.amp`` and ``cfg.channels_last`` resolved for ``device`` (CPU and CUDA alike).
+    def from_config(cls, cfg: TrainConfig) -> Precision:
+        """``cfg.device``, ``cfg.amp`` and ``cfg.channels_last`` resolved (CPU and CUDA alike).
 
         Raises:
-            InputError: ``amp: fp16`` on a CPU.
+            InputError: ``device: cuda`` without CUDA, ``amp: fp16`` on a CPU.
         """
-        accel = resolve_acceleration(cfg.amp, cfg.channels_last, device, cfg.patch)
-        scaler = torch.amp.GradScaler(device.type, enabled=accel.dtype == torch.float16)
+        accel = resolve_runtime(cfg.device, cfg.amp, cfg.channels_last, cfg.patch)
+        scaler = torch.amp.GradScaler(accel.device.type, enabled=accel.dtype == torch.float16)
         return cls(accel=accel, scaler=scaler)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:

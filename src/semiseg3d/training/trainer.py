@@ -1,8 +1,8 @@
 """The training loop of every method: the dual network (spec 2-4), SupOnly and the
-baselines (UA-MT, DTC, MC-Net(+), MCF, BCP; :mod:`semiseg3d.baselines`).
+baselines (UA-MT, DTC, MC-Net(+), MCF, BCP; :mod:`semiseg3d.methods`).
 
 Everything method-specific (networks, teachers, the loss of one step, EMA updates, the
-step count and learning rate) comes from the run's :class:`~semiseg3d.baselines.Method`;
+step count and learning rate) comes from the run's :class:`~semiseg3d.methods.base.Method`;
 the loop below is the same for all of them.
 
 One call of :func:`train` runs (or resumes) the run in ``out_dir``:
@@ -10,7 +10,7 @@ One call of :func:`train` runs (or resumes) the run in ``out_dir``:
 1. If the folder already holds a config (or a checkpoint) for a different config,
    :class:`~semiseg3d.errors.InputError` names the differing keys. If ``DIR/model_final.pt``
    exists the run is done: nothing happens. Otherwise the data and lists are checked
-   (:func:`check_inputs`: every case present and at least the patch after downsampling,
+   (:func:`~semiseg3d.training.inputs.check_inputs`: every case present and at least the patch after downsampling,
    every labeled case with a label) before the folder is created, so a refused start
    leaves nothing behind; temporaries of a killed earlier session are removed and the
    resolved config is written to ``DIR/config.yaml``.
@@ -20,7 +20,7 @@ One call of :func:`train` runs (or resumes) the run in ``out_dir``:
    and one optimizer; a baseline: its trained networks, one optimizer each, and its EMA
    teachers) and, when ``DIR/checkpoint.pt`` exists, everything is restored from it.
    A ``recipe: own`` config is first resolved to the original's settings
-   (:func:`semiseg3d.baselines.recipes.resolve_recipe`).
+   (:func:`semiseg3d.config.registry.resolve_recipe`).
 3. Iteration ``t`` (0-based) sets the learning rate of every optimizer to
    ``lr_at(cfg, t)``, takes the batch of iteration ``t`` from the stateless two-stream sampler
    (``batch_labeled`` labeled cases = the first N of the training list, then
@@ -57,30 +57,31 @@ import torch
 import yaml
 from torch import nn
 
-from semiseg3d.baselines import Method, get_method
-from semiseg3d.baselines.recipes import resolve_recipe
+from semiseg3d.config.registry import resolve_recipe
+from semiseg3d.config.run import RUNTIME_KEY, TrainConfig
 from semiseg3d.data.dataset import VolumeDataset, cache_fits, make_loader
 from semiseg3d.data.sampler import TwoStreamBatchSampler
 from semiseg3d.data.transforms import gaussian_perturbation
-from semiseg3d.data.volumes import case_path, check_volume_headers, read_list
+from semiseg3d.data.volumes import case_path
 from semiseg3d.errors import InputError, Semiseg3dError, TrainingError
-from semiseg3d.io.atomic import remove_stale_temps, write_text_atomic
+from semiseg3d.io.atomic import write_text_atomic
+from semiseg3d.losses.objective import first_nonfinite
+from semiseg3d.methods import Method, get_method
 from semiseg3d.training.checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     FINAL_NAME,
-    config_differences,
     load_checkpoint,
     save_checkpoint,
     save_final,
 )
-from semiseg3d.training.config import (
-    RUNTIME_KEY,
-    TrainConfig,
-    config_from_mapping,
-    labeled_count,
+from semiseg3d.training.inputs import (
+    TrainInputs,
+    check_inputs,
+    check_run_config,
+    remove_stale_run_temps,
 )
-from semiseg3d.training.runtime import Precision, RunFeedback, resolve_device
+from semiseg3d.training.runtime import Precision, RunFeedback
 from semiseg3d.training.seeding import (
     capture_rng_state,
     derive_seed,
@@ -89,16 +90,7 @@ from semiseg3d.training.seeding import (
     seed_everything,
 )
 
-__all__ = [
-    "TrainResult",
-    "TrainInputs",
-    "train",
-    "resolve_lists",
-    "check_inputs",
-    "check_run_config",
-    "remove_stale_run_temps",
-    "STOP_AFTER_ENV",
-]
+__all__ = ["TrainResult", "train", "STOP_AFTER_ENV"]
 
 #: testing hook: stop (as if killed) once this many iterations are done in the session
 STOP_AFTER_ENV = "SEMISEG3D_STOP_AFTER"
@@ -130,138 +122,6 @@ class TrainResult:
     iteration_seconds: list[float] = field(default_factory=list)
 
 
-def resolve_lists(cfg: TrainConfig) -> tuple[Path, Path, Path]:
-    """The dataset folder and the train / test list files of a config.
-
-    An empty ``train_list`` / ``test_list`` means ``<data_dir>/train.list`` /
-    ``<data_dir>/test.list``.
-
-    Raises:
-        InputError: ``data_dir`` is empty or not a folder.
-    """
-    if not cfg.data_dir:
-        raise InputError("config key 'data_dir' is empty: set the dataset folder")
-    data = Path(cfg.data_dir)
-    if not data.is_dir():
-        raise InputError(f"{data}: dataset folder (config key 'data_dir') not found")
-    train_list = Path(cfg.train_list) if cfg.train_list else data / "train.list"
-    test_list = Path(cfg.test_list) if cfg.test_list else data / "test.list"
-    return data, train_list, test_list
-
-
-@dataclass(frozen=True)
-class TrainInputs:
-    """The checked data of a run (:func:`check_inputs`).
-
-    Attributes:
-        data: dataset folder.
-        train_list: the training list file.
-        ids: the cases the run reads (labeled first; ``suponly``: the labeled ones only).
-        n_labeled: labeled cases (the first ``n_labeled`` of ``ids``).
-        n_unlabeled: unlabeled cases (the rest of ``ids``).
-        batch_unlabeled: unlabeled patches per batch (0 for ``suponly``).
-    """
-
-    data: Path
-    train_list: Path
-    ids: list[str]
-    n_labeled: int
-    n_unlabeled: int
-    batch_unlabeled: int
-
-
-def check_inputs(cfg: TrainConfig) -> TrainInputs:
-    """Check the data and lists of a run from the files' headers, writing nothing.
-
-    Raises:
-        InputError: a missing folder, list or case; too few labeled cases for a batch;
-            no unlabeled case for ``dual``; a volume smaller than the patch after
-            downsampling (what ``semiseg3d check-data --min-shape PATCH --downsample D``
-            refuses); a labeled case without a ``label``.
-    """
-    data, train_list, _ = resolve_lists(cfg)
-    train_ids = read_list(train_list)
-    n_l = labeled_count(cfg, len(train_ids))
-    if n_l < cfg.batch_labeled:
-        raise InputError(
-            f"config: {n_l} labeled case(s) cannot fill a batch of batch_labeled = {cfg.batch_labeled}"
-        )
-    if get_method(cfg).uses_unlabeled:
-        if n_l == len(train_ids):
-            raise InputError(
-                f"{train_list}: all {n_l} training cases are labeled; method "
-                f"'{cfg.method}' needs unlabeled cases (lower 'labeled' / 'labeled_ratio', "
-                "or use method 'suponly')"
-            )
-        ids, n_u, bu = train_ids, len(train_ids) - n_l, cfg.batch_unlabeled
-    else:
-        ids, n_u, bu = train_ids[:n_l], 0, 0
-    try:
-        check_volume_headers(
-            data,
-            ids,
-            ids[:n_l],
-            min_shape=cfg.patch,
-            downsample=cfg.downsample,
-            why=f"first {n_l} of {train_list}",
-        )
-    except InputError as exc:
-        if "smaller than the minimum" not in str(exc):
-            raise
-        raise InputError(
-            f"{exc} (config key 'patch' = {list(cfg.patch)}: choose a patch no larger than "
-            "every training volume, see docs/own-data.md)"
-        ) from exc
-    return TrainInputs(data, train_list, list(ids), n_l, n_u, bu)
-
-
-def remove_stale_run_temps(out_dir: Path) -> list[Path]:
-    """Remove what a killed session left in a run folder: unfinished atomic writes of
-    ``checkpoint.pt``, ``model_final.pt``, ``config.yaml`` (``.<name>.*.tmp*``)."""
-    removed: list[Path] = []
-    for name in (CHECKPOINT_NAME, FINAL_NAME, CONFIG_NAME):
-        removed += remove_stale_temps(out_dir / name)
-    return removed
-
-
-def check_run_config(cfg: TrainConfig, out_dir: Path, *, write: bool = True) -> None:
-    """Write ``DIR/config.yaml``, or check that the one there (and the checkpoint's) match.
-
-    Args:
-        cfg: the run's config.
-        out_dir: the run folder.
-        write: write the config (False: only compare with what the folder holds).
-
-    Raises:
-        InputError: naming the differing keys, when the folder belongs to another config.
-    """
-    new = cfg.to_dict()
-    cfg_path = out_dir / CONFIG_NAME
-    if cfg_path.is_file():
-        try:
-            old = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{cfg_path}: not valid YAML ({exc.__class__.__name__})") from exc
-        if not isinstance(old, dict):
-            raise InputError(f"{cfg_path}: expected a mapping of config keys")
-        diff = config_differences(config_from_mapping(old, str(cfg_path)).to_dict(), new)
-        if diff:
-            raise InputError(
-                f"{cfg_path}: the run folder holds a run with a different config "
-                f"(keys {diff}); use another --out folder or delete this one"
-            )
-    ckpt = out_dir / CHECKPOINT_NAME
-    if ckpt.is_file():
-        diff = config_differences(load_checkpoint(ckpt)["config"], new)
-        if diff:
-            raise InputError(
-                f"{ckpt}: checkpoint was written with a different config (keys {diff}); "
-                "use another --out folder or delete this one"
-            )
-    if write:
-        write_text_atomic(cfg_path, yaml.safe_dump(new, sort_keys=False))
-
-
 def _build_networks(
     method: Method,
 ) -> tuple[nn.Module, dict[str, nn.Module], dict[str, nn.Module]]:
@@ -285,33 +145,6 @@ def _as_floats(terms: dict[str, Any]) -> dict[str, float]:
     tensors = [torch.as_tensor(terms[n]).detach().float().reshape(()).cpu() for n in names]
     values = torch.stack(tensors).tolist() if tensors else []
     return dict(zip(names, values, strict=True))
-
-
-def unlabeled_truth(logits_a: torch.Tensor, logits_b: torch.Tensor, label_u: torch.Tensor) -> dict:
-    """Diagnostics against the true labels of the unlabeled patches, when the files have them.
-
-    Benchmarks on fully labeled data (LA-lite) keep the labels of the "unlabeled" cases on
-    disk; they never enter a loss, but they tell how good the pseudo-labels are. Returns
-    ``diag_fg_true_u`` (true foreground fraction of the unlabeled patches) and
-    ``diag_dice_a_u`` / ``diag_dice_b_u`` (Dice of each network's argmax against it), all
-    NaN when any unlabeled voxel has no label (``label < 0``). No host synchronisation.
-
-    Args:
-        logits_a, logits_b: (B, 2, X, Y, Z) logits of the whole batch (labeled first).
-        label_u: (B_u, X, Y, Z) labels of the unlabeled samples (-1 where absent).
-    """
-    with torch.no_grad():
-        b_u = label_u.shape[0]
-        known = (label_u >= 0).all()
-        truth = label_u == 1
-        out = {"diag_fg_true_u": truth.float().mean()}
-        for name, logits in (("a", logits_a), ("b", logits_b)):
-            pred = logits[-b_u:, 1] > logits[-b_u:, 0]
-            inter = (pred & truth).sum().float()
-            total = (pred.sum() + truth.sum()).float()
-            out[f"diag_dice_{name}_u"] = 2 * inter / total.clamp(min=1)
-        nan = torch.tensor(float("nan"), device=label_u.device)
-        return {k: torch.where(known, v, nan) for k, v in out.items()}
 
 
 def _grads_finite(nets: dict[str, nn.Module]) -> bool:
@@ -462,8 +295,6 @@ class _Run:
 
     def step(self, t: int, batch: dict[str, Any]) -> dict[str, float]:
         """Run iteration ``t`` on ``batch``; return the logged values."""
-        from semiseg3d.losses.objective import first_nonfinite
-
         cfg = self.cfg
         lr = self.method.lr(t)
         for opt in self.optimizers.values():
@@ -556,7 +387,7 @@ def train(
             total = get_method(cfg).total_steps()
             return TrainResult(out_dir=out, iteration=total, finished=True, skipped=True)
     # everything checkable is checked before the run folder is created or written to
-    precision = Precision.from_config(cfg, resolve_device(cfg))
+    precision = Precision.from_config(cfg)
     inputs = check_inputs(cfg)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_run_temps(out)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from semiseg3d.inference.postprocess import largest_connected_component
+from semiseg3d.data.postprocess import largest_connected_component
 from semiseg3d.losses.ramps import rampup_weight
 from semiseg3d.losses.supervised import dice_loss
 

@@ -1,6 +1,8 @@
 """Training configuration: one typed, validated record per run.
 
 A run's config is a flat YAML mapping whose keys are the fields of :class:`TrainConfig`.
+The ``method`` key's choices, batch rules and recipes come from the method registry
+(:mod:`semiseg3d.config.registry`).
 ``semiseg3d run-config`` writes one per grid point from ``params.yaml``; ``semiseg3d train
 --config FILE --set KEY=VALUE`` reads it. Unknown keys and out-of-range values are
 :class:`~semiseg3d.errors.InputError` naming the key. Defaults are the paper's LA settings
@@ -13,20 +15,32 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from semiseg3d.config.registry import check_batch, method_names
 from semiseg3d.errors import InputError
 
-__all__ = ["TrainConfig", "load_config", "parse_overrides", "labeled_count", "RUNTIME_KEY"]
+__all__ = [
+    "TrainConfig",
+    "load_config",
+    "config_from_mapping",
+    "parse_overrides",
+    "labeled_count",
+    "labeled_from_ratio",
+    "RUNTIME_KEY",
+    "AMP_CHOICES",
+]
 
 #: key of the resolved runtime record in a run's ``config.yaml`` (ignored when read back)
 RUNTIME_KEY = "runtime"
+#: the choices of ``amp`` (resolved by :func:`semiseg3d.accel.resolve_runtime`)
+AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
-    "method": ("dual", "suponly", "uamt", "dtc", "mcnet", "mcnet_plus", "mcf", "bcp"),
     "recipe": ("shared", "own"),
     "augment": ("none", "rotflip"),
     "mcnet_infer": ("decoder1", "mean"),
@@ -39,7 +53,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "pgl_proto_term_sign": (1, -1),
     "perturbation": ("none", "gaussian"),
     "device": ("auto", "cpu", "cuda"),
-    "amp": ("auto", "none", "bf16", "fp16"),
+    "amp": AMP_CHOICES,
     "channels_last": (True, False, "auto"),
     "cache_volumes": (True, False, "auto"),
     "eval_subnet": ("both", "a", "b"),
@@ -91,7 +105,7 @@ class TrainConfig:
     stride: tuple[int, int, int] = (18, 18, 4)
     downsample: int = 1  #: integer spatial downsampling on load (reduced-scale runs)
     # -- method -------------------------------------------------------------------------
-    method: str = "dual"  #: dual (the paper's method), suponly, or a baseline (semiseg3d.baselines)
+    method: str = "dual"  #: dual (the paper's method), suponly, or a baseline (config.registry)
     recipe: str = "shared"  #: baselines: shared (the paper's protocol) | own (the original's)
     augment: str = (
         "none"  #: none (random crop only) | rotflip (k x 90 deg rotation + flip, then crop)
@@ -207,7 +221,7 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
 
 
 def _validate(cfg: TrainConfig) -> None:
-    for name, choices in _CHOICES.items():
+    for name, choices in {"method": method_names(), **_CHOICES}.items():
         value = getattr(cfg, name)
         if value not in choices:
             raise InputError(f"config key '{name}' must be one of {list(choices)}, got {value!r}")
@@ -235,15 +249,7 @@ def _validate(cfg: TrainConfig) -> None:
         )
     if list(cfg.lr_steps) != sorted(cfg.lr_steps):
         raise InputError(f"config key 'lr_steps' must be increasing, got {list(cfg.lr_steps)}")
-    if cfg.method == "dual" and cfg.batch_unlabeled < 1:
-        raise InputError("config key 'batch_unlabeled' must be >= 1 for method 'dual'")
-    if cfg.method not in ("dual", "suponly") and cfg.batch_unlabeled < 1:
-        raise InputError(f"config key 'batch_unlabeled' must be >= 1 for method '{cfg.method}'")
-    if cfg.method == "bcp" and (cfg.batch_labeled != cfg.batch_unlabeled or cfg.batch_labeled % 2):
-        raise InputError(
-            "method 'bcp' needs batch_labeled = batch_unlabeled, an even number (halves a, b); "
-            f"got {cfg.batch_labeled} + {cfg.batch_unlabeled}"
-        )
+    check_batch(cfg.method, cfg.batch_labeled, cfg.batch_unlabeled)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -326,8 +332,6 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 def labeled_count(cfg: TrainConfig, n_train: int) -> int:
     """Number of labeled cases: ``labeled``, or ``labeled_ratio`` x n_train rounded half up,
     or every training case when neither is set. At least 1, at most ``n_train``."""
-    from semiseg3d.data.splits import labeled_from_ratio
-
     if cfg.labeled is not None:
         n = cfg.labeled
     elif cfg.labeled_ratio is not None:
@@ -337,5 +341,34 @@ def labeled_count(cfg: TrainConfig, n_train: int) -> int:
     if not 1 <= n <= n_train:
         raise InputError(
             f"config: labeled count {n} is outside [1, {n_train}] (training list size)"
+        )
+    return n
+
+
+def labeled_from_ratio(ratio: float, n_train: int) -> int:
+    """Number of labeled cases for a label ratio: ``ratio`` x ``n_train`` rounded half up.
+
+    The product is computed in decimal from the ratio as written (``0.15`` is 15/100, not the
+    nearest binary float), so 0.15 x 62 = 9.3 -> 9, 0.25 x 62 = 15.5 -> 16,
+    0.145 x 100 = 14.5 -> 15 (binary floats give 14.499999999999998).
+
+    Args:
+        ratio: fraction of the training list, 0 < ratio <= 1.
+        n_train: training list size.
+
+    Returns:
+        The labeled count, in [1, n_train].
+
+    Raises:
+        InputError: the ratio is out of range or gives no labeled case.
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not math.isfinite(ratio):
+        raise InputError(f"label ratio must be a number in (0, 1], got {ratio!r}")
+    if not 0 < ratio <= 1:
+        raise InputError(f"label ratio {ratio} is outside (0, 1]")
+    n = int((Decimal(str(ratio)) * n_train).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    if not 1 <= n <= n_train:
+        raise InputError(
+            f"label ratio {ratio} of {n_train} training cases gives {n} labeled cases; need at least 1"
         )
     return n

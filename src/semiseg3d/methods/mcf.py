@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from semiseg3d.baselines.base import DualMethod, StepContext
-from semiseg3d.baselines.common import dice_sq, ramp, sharpen
 from semiseg3d.losses.supervised import ce_loss
+from semiseg3d.methods.base import StepContext
+from semiseg3d.methods.common import dice_sq, ramp, sharpen
+from semiseg3d.methods.dual import DualMethod
 
 __all__ = [
     "W_MIS",

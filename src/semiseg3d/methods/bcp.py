@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semiseg3d.baselines.base import Method, StepContext
-from semiseg3d.baselines.common import batch_lcc, ema_update, freeze
-from semiseg3d.losses.ramps import lr_at
+from semiseg3d.methods.base import Method, StepContext, config_lr
+from semiseg3d.methods.common import batch_lcc, ema_update, freeze
 
 __all__ = [
     "MASK_RATIO",
@@ -164,7 +163,7 @@ class BCP(Method):
     def lr(self, t: int) -> float:
         if t < self.pretrain:
             return self.cfg.lr
-        return float(lr_at(self.cfg, t - self.pretrain))
+        return config_lr(self.cfg, t - self.pretrain)
 
     def loss(
         self, ctx: StepContext, t: int, image: Tensor, label_l: Tensor

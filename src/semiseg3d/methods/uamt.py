@@ -12,9 +12,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from semiseg3d.baselines.base import Method, StepContext
-from semiseg3d.baselines.common import dice_sq, ema_update, freeze, ramp
 from semiseg3d.losses.supervised import ce_loss
+from semiseg3d.methods.base import Method, StepContext
+from semiseg3d.methods.common import dice_sq, ema_update, freeze, ramp
 
 __all__ = [
     "EMA_DECAY",

@@ -5,7 +5,7 @@ settings and an experiment grid. This module reads it (with optional overlays, m
 way Snakemake merges ``--configfile`` overlays), checks it against
 ``workflow/schemas/params.schema.yaml`` plus the cross-references a schema cannot express,
 expands the grid, and resolves one grid point into a validated
-:class:`~semiseg3d.training.config.TrainConfig`.
+:class:`~semiseg3d.config.run.TrainConfig`.
 
 Resolution order for one run (later wins)::
 
@@ -35,10 +35,10 @@ from typing import Any
 
 import yaml
 
+from semiseg3d.config.run import TrainConfig, config_from_mapping
 from semiseg3d.errors import InputError
 from semiseg3d.io.atomic import write_text_atomic
 from semiseg3d.paths import repo_root
-from semiseg3d.training.config import TrainConfig, config_from_mapping
 
 __all__ = [
     "RUN_KEYS",
@@ -415,7 +415,7 @@ def run_mapping(
         split: split folder (default ``data/splits/{dataset}/r{ratio}``).
 
     Returns:
-        A mapping :func:`~semiseg3d.training.config.config_from_mapping` accepts.
+        A mapping :func:`~semiseg3d.config.run.config_from_mapping` accepts.
 
     Raises:
         InputError: unknown dataset or variant, a missing or inconsistent list.

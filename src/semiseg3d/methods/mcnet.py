@@ -12,10 +12,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from semiseg3d.baselines.base import Method, StepContext
-from semiseg3d.baselines.common import dice_lin, ramp, sharpen
+from semiseg3d.config.run import TrainConfig
 from semiseg3d.errors import InputError
-from semiseg3d.inference.sliding_window import ProbFn
+from semiseg3d.methods.base import Method, StepContext
+from semiseg3d.methods.common import dice_lin, ramp, sharpen
+from semiseg3d.models.probs import ProbFn
 
 __all__ = ["LAMBDA", "TAU", "W_MAX", "mc_loss", "MCNetMethod"]
 
@@ -51,7 +52,7 @@ class MCNetMethod(Method):
         cfg: the run config (``method`` ``mcnet`` -> K = 2, ``mcnet_plus`` -> K = 3).
     """
 
-    def __init__(self, cfg) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, cfg: TrainConfig) -> None:
         super().__init__(cfg)
         self.k = 3 if cfg.method == "mcnet_plus" else 2
 

@@ -15,8 +15,12 @@ predict`` hold no per-method code: they ask the run's :class:`Method` for
   probability function of the method's own inference rule; ``default_lcc``: whether its own
   test keeps the largest connected component.
 
-The dual method and SupOnly are :class:`Method` objects too (:class:`DualMethod`,
-:class:`SupOnlyMethod`); the baselines live in one module each.
+The dual method and SupOnly are :class:`Method` objects too
+(:class:`~semiseg3d.methods.dual.DualMethod`, :class:`~semiseg3d.methods.suponly.SupOnlyMethod`);
+every method lives in one module of :mod:`semiseg3d.methods`, named by its entry in the
+method registry (:mod:`semiseg3d.config.registry`). The class attributes below
+(``uses_unlabeled``, ``default_lcc``) and the inference methods are the method's inference
+rule; ``semiseg3d complexity`` counts what :meth:`build` and :meth:`build_teachers` return.
 """
 
 from __future__ import annotations
@@ -26,11 +30,20 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from semiseg3d.config.run import TrainConfig
 from semiseg3d.errors import InputError
-from semiseg3d.inference.sliding_window import ProbFn, softmax_ensemble
-from semiseg3d.training.config import TrainConfig
+from semiseg3d.losses.ramps import lr_at
+from semiseg3d.models.probs import ProbFn, softmax_ensemble
 
-__all__ = ["StepContext", "Method", "DualMethod", "SupOnlyMethod"]
+__all__ = ["StepContext", "Method", "ProbFn", "softmax_ensemble", "config_lr"]
+
+
+def config_lr(cfg: TrainConfig, t: int) -> float:
+    """Learning rate of step ``t`` under the config's schedule (``lr``, ``lr_policy``,
+    ``lr_steps``, ``lr_gamma``, ``iterations``, ``poly_power``)."""
+    return float(
+        lr_at(t, cfg.lr, cfg.lr_policy, cfg.lr_steps, cfg.lr_gamma, cfg.iterations, cfg.poly_power)
+    )
 
 
 class StepContext(Protocol):
@@ -83,9 +96,7 @@ class Method:
 
     def lr(self, t: int) -> float:
         """Learning rate of step ``t`` (0-based)."""
-        from semiseg3d.losses.ramps import lr_at
-
-        return float(lr_at(self.cfg, t))
+        return config_lr(self.cfg, t)
 
     # -- one step ------------------------------------------------------------------------
     def loss(
@@ -117,65 +128,3 @@ class Method:
     def prob_fn(self, members: list[nn.Module]) -> ProbFn:
         """``(B, 1, px, py, pz) -> (B, 2, px, py, pz)`` class probabilities."""
         return softmax_ensemble(members)
-
-
-class DualMethod(Method):
-    """The paper's dual network (spec 2-4): ``dual_objective``; both subnets step on the
-    gradient of ``loss_a + loss_b``."""
-
-    def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
-        from semiseg3d.models import DualNet
-
-        model = DualNet()
-        return model, {"resnet": model.resnet, "vnet": model.vnet}
-
-    def loss(
-        self, ctx: StepContext, t: int, image: Tensor, label_l: Tensor
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        from semiseg3d.losses import objective
-
-        out_a = ctx.forward(self.nets["resnet"], image, perturb=True)
-        out_b = ctx.forward(self.nets["vnet"], image, perturb=True)
-        loss_a, loss_b, terms = objective.dual_objective(
-            out_a, out_b, label_l, self.cfg, t, ctx.pgl_gen, diagnostics=True
-        )
-        if self.cfg.mode == "paper":
-            from semiseg3d.training.trainer import unlabeled_truth
-
-            terms.update(unlabeled_truth(out_a[0], out_b[0], ctx.label_u))
-        return loss_a + loss_b, terms
-
-    def inference_nets(self, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:
-        choice = subnet or self.cfg.eval_subnet
-        if choice not in ("both", "a", "b"):
-            raise InputError(f"--subnet must be one of both, a, b; got {choice!r}")
-        return {
-            "both": [nets["resnet"], nets["vnet"]],
-            "a": [nets["resnet"]],
-            "b": [nets["vnet"]],
-        }[choice]
-
-
-class SupOnlyMethod(Method):
-    """SupOnly: the V-Net on labeled data only, ``CE + Dice`` (spec 9)."""
-
-    uses_unlabeled = False
-
-    def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
-        from semiseg3d.models import VNet
-
-        model = VNet()
-        return model, {"vnet": model}
-
-    def loss(
-        self, ctx: StepContext, t: int, image: Tensor, label_l: Tensor
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        from semiseg3d.losses import objective
-
-        out_b = ctx.forward(self.nets["vnet"], image, perturb=True)
-        return objective.suponly_objective(out_b, label_l)
-
-    def inference_nets(self, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:
-        if subnet == "a":
-            raise InputError("--subnet a: a SupOnly run has only the V-Net (subnet b)")
-        return [nets["vnet"]]

@@ -13,9 +13,9 @@ import torch
 from scipy import ndimage
 from torch import Tensor, nn
 
-from semiseg3d.baselines.base import Method, StepContext
-from semiseg3d.baselines.common import dice_sq, ramp
-from semiseg3d.inference.sliding_window import ProbFn
+from semiseg3d.methods.base import Method, StepContext
+from semiseg3d.methods.common import dice_sq, ramp
+from semiseg3d.models.probs import ProbFn
 
 __all__ = ["K", "BETA", "W_MAX", "sdf_target", "dtc_transform", "dtc_losses", "DTC"]
 

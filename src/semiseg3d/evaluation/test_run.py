@@ -1,8 +1,9 @@
-"""``semiseg3d test --run DIR``: predict the test list of a trained run and score it.
+"""``semiseg3d test --run DIR``: predict the test list of a trained run and score it (the
+evaluation job of a run; the inference rule comes from :mod:`semiseg3d.inference.rule`).
 
 Reads ``DIR/model_final.pt`` (weights + config), runs sliding-window inference (spec 6.1)
 with the run's ``patch`` and ``stride`` on every case of the test list with the method's
-own inference rule (:class:`~semiseg3d.baselines.Method`; for the dual method by default the
+own inference rule (:class:`~semiseg3d.methods.base.Method`; for the dual method by default the
 mean softmax of both subnets, ``eval_subnet`` picks one; optional largest connected
 component, on by default where the method's own test applies it: DTC, BCP), and writes
 
@@ -24,27 +25,23 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import nn
 
-from semiseg3d.accel import Acceleration, resolve_acceleration
+from semiseg3d.accel import inference_device, resolve_runtime
+from semiseg3d.config.registry import spec
 from semiseg3d.data.dataset import VolumeDataset
+from semiseg3d.data.postprocess import largest_connected_component
 from semiseg3d.data.volumes import read_list
 from semiseg3d.errors import InputError
 from semiseg3d.evaluation.evaluate import summary_line, write_metrics_csv
 from semiseg3d.evaluation.maskio import write_nifti_mask
 from semiseg3d.evaluation.metrics import case_metrics, metrics_table
-from semiseg3d.inference.fold import fold_batchnorm
-from semiseg3d.inference.postprocess import largest_connected_component
-from semiseg3d.inference.sliding_window import ProbFn, predict_label, sliding_window_probs
+from semiseg3d.inference.rule import load_trained, prepared_rule
+from semiseg3d.inference.sliding_window import predict_label, sliding_window_probs
 from semiseg3d.io.atomic import atomic_dir, remove_stale_temps
-from semiseg3d.training.checkpoint import FINAL_NAME, load_final
-from semiseg3d.training.config import TrainConfig, config_from_mapping
 
 __all__ = [
     "add_arguments",
     "main",
-    "load_trained",
-    "prepared_rule",
     "test_run",
     "PREDICTIONS_NAME",
     "METRICS_NAME",
@@ -52,66 +49,6 @@ __all__ = [
 
 PREDICTIONS_NAME = "predictions"
 METRICS_NAME = "metrics.csv"
-
-
-def load_trained(run_dir: str | Path) -> tuple[TrainConfig, dict[str, nn.Module]]:
-    """The config and the trained subnets of a finished run.
-
-    Args:
-        run_dir: a run folder holding ``model_final.pt``.
-
-    Returns:
-        ``(cfg, nets)`` with ``nets`` = ``{"resnet": Subnet A, "vnet": Subnet B}`` for a
-        dual run, ``{"vnet": ...}`` for SupOnly, a baseline's trained networks by name
-        (:meth:`~semiseg3d.baselines.Method.build`), on CPU in eval mode.
-
-    Raises:
-        InputError: the file is missing or not a semiseg3d model.
-    """
-    path = Path(run_dir) / FINAL_NAME
-    final = load_final(path)
-    cfg = config_from_mapping(final["config"], str(path))
-    from semiseg3d.baselines import get_method
-
-    _, nets = get_method(cfg).build()
-    missing = sorted(set(nets) - set(final["models"]))
-    if missing:
-        raise InputError(f"{path}: weights of subnet(s) {missing} missing")
-    for name, net in nets.items():
-        try:
-            net.load_state_dict(final["models"][name])
-        except RuntimeError as exc:
-            reason = str(exc).splitlines()[0]
-            raise InputError(
-                f"{path}: weights of '{name}' do not fit the network ({reason})"
-            ) from exc
-        net.eval()
-    return cfg, nets
-
-
-def prepared_rule(
-    cfg: TrainConfig, nets: dict[str, nn.Module], accel: Acceleration, subnet: str | None = None
-) -> tuple[list[nn.Module], ProbFn, bool]:
-    """The method's inference rule, on networks made ready for ``accel``.
-
-    Returns the networks to run (moved to ``accel``'s device, in its memory format), the
-    window probability function, and whether the method's own test keeps the largest
-    component (``postprocess_lcc`` or the method's default). On the reduced-precision
-    (bf16 / fp16) path the networks are copies with every BatchNorm folded into the
-    convolution before it (:mod:`semiseg3d.inference.fold`) and their weights cast to that
-    dtype once, not by autocast at every call; the float32 path keeps the networks as
-    trained (the bit-for-bit reference). Folding comes after the method picks its networks
-    (MC-Net rebuilds a V-Net from a state dict).
-    """
-    from semiseg3d.baselines import get_method
-
-    method = get_method(cfg)
-    members = method.inference_nets(nets, subnet)
-    if accel.dtype is not None:
-        members = [fold_batchnorm(net).to(accel.dtype) for net in members]
-    for net in members:
-        accel.prepare(net.to(accel.device))
-    return members, method.prob_fn(members), cfg.postprocess_lcc or method.default_lcc
 
 
 def test_run(
@@ -161,14 +98,13 @@ def test_run(
         raise InputError(f"{lst}: case list is empty")
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
-    dev = torch.device(device)
-    accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev, cfg.patch)
-    from semiseg3d.baselines import BASELINES
-
+    accel = resolve_runtime(
+        inference_device(cfg.device, device), cfg.amp, cfg.channels_last, cfg.patch,
+        where="device",
+    )  # fmt: skip
+    dev = accel.device
     members, prob_fn, lcc = prepared_rule(cfg, nets, accel, subnet)
-    alt_rows: list[dict] | None = [] if cfg.method in BASELINES else None
+    alt_rows: list[dict] | None = [] if spec(cfg.method).baseline else None
     dataset = VolumeDataset(data, ids, cfg.patch, downsample=cfg.downsample, with_label=True)
     rows = []
     remove_stale_temps(run / predictions_name)  # what a killed earlier run left
