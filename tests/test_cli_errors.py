@@ -19,7 +19,7 @@ from test_evaluate_cli import GT, SHIFTED, write_h5_case
 from semiseg3d.cli import main as cli_main
 from semiseg3d.config.run import TrainConfig
 from semiseg3d.data.convert import write_preprocess_json
-from semiseg3d.data.convert_custom import PreprocessOptions
+from semiseg3d.data.preprocess import PreprocessOptions
 from semiseg3d.errors import InputError
 from semiseg3d.evaluation.maskio import read_mask, write_nifti_mask
 from semiseg3d.models import VNet

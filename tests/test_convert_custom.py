@@ -15,7 +15,7 @@ import yaml
 
 from semiseg3d.cli import main as cli_main
 from semiseg3d.data.convert import convert_dataset, default_options
-from semiseg3d.data.convert_custom import load_options, options_from_mapping
+from semiseg3d.data.preprocess import load_options, options_from_mapping
 from semiseg3d.data.volumes import load_volume, read_list
 from semiseg3d.errors import InputError
 

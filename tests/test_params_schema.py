@@ -18,7 +18,8 @@ import yaml
 from semiseg3d.config import run as train_config
 from semiseg3d.config.run import TrainConfig
 from semiseg3d.errors import InputError
-from semiseg3d.grid.run_config import RUN_KEYS, load_params, read_yaml, validate_params
+from semiseg3d.grid.run_config import RUN_KEYS, load_params, validate_params
+from semiseg3d.io.yamlio import read_yaml
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +104,22 @@ def test_train_enums_match_trainconfig(schema: dict[str, Any]) -> None:
         assert set(props[name]["enum"]) == set(choices), name
 
 
+def test_method_enum_is_the_method_registry(schema: dict[str, Any]) -> None:
+    """The schema's ``method`` enum lists exactly the registered methods, and the config
+    accepts exactly those (``method`` has no choice list of its own)."""
+    from semiseg3d.config.registry import METHODS
+
+    enum = schema["$defs"]["train_settings"]["properties"]["method"]["enum"]
+    assert sorted(enum) == sorted(METHODS) and len(enum) == len(set(enum))
+    assert "method" not in train_config._CHOICES
+    for name in METHODS:
+        assert TrainConfig(method=name, batch_labeled=2, batch_unlabeled=2).method == name
+    with pytest.raises(InputError, match="config key 'method' must be one of"):
+        TrainConfig(method="not_registered")
+
+
 def test_convert_options_match_converter(schema: dict[str, Any]) -> None:
-    from semiseg3d.data.convert_custom import PreprocessOptions
+    from semiseg3d.data.preprocess import PreprocessOptions
 
     options = schema["$defs"]["dataset_source"]["properties"]["options"]["properties"]
     assert set(options) == {f.name for f in dataclasses.fields(PreprocessOptions)}

@@ -14,7 +14,7 @@ import torch
 from semiseg3d.cli import main as cli_main
 from semiseg3d.config.run import TrainConfig
 from semiseg3d.data.convert import write_preprocess_json
-from semiseg3d.data.convert_custom import PreprocessOptions
+from semiseg3d.data.preprocess import PreprocessOptions
 from semiseg3d.errors import InputError
 from semiseg3d.inference.predict import predict_image, predict_scan
 from semiseg3d.models import VNet

@@ -17,6 +17,14 @@ import yaml
 from semiseg3d.cli import main as cli_main
 from semiseg3d.errors import InputError
 from semiseg3d.reporting.collect import collect, curve_files, find_runs, read_metrics
+from semiseg3d.reporting.context import (
+    CellStats,
+    ReportContext,
+    cell_stats,
+    format_cell,
+    format_paper,
+    load_paper_values,
+)
 from semiseg3d.reporting.figures import (
     FIG8_MIN_SPAN,
     draw_figure8,
@@ -27,14 +35,8 @@ from semiseg3d.reporting.figures import (
     training_curves,
 )
 from semiseg3d.reporting.tables import (
-    CellStats,
-    ReportContext,
     build_tables,
-    cell_stats,
-    format_cell,
-    format_paper,
     latex_escape,
-    load_paper_values,
     main_table,
     table4,
     table7,

@@ -23,10 +23,7 @@ __all__ = ["COMMANDS", "main", "build_parser", "os_error_line"]
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "complexity": (
-        "semiseg3d.reporting.complexity",
-        "parameter and MAC counts of a network or of a method's networks",
-    ),
+    "complexity": ("semiseg3d.reporting.complexity", "parameter and MAC counts of a network"),
     "split": ("semiseg3d.data.splits", "write labeled/unlabeled/test case lists"),
     "check-data": ("semiseg3d.data.volumes", "validate every volume of a dataset folder"),
     "fetch": ("semiseg3d.data.download", "download or copy a preprocessed dataset, checksummed"),
@@ -36,11 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "synth": ("semiseg3d.data.synthetic", "generate the small synthetic demo dataset"),
     "run-config": ("semiseg3d.grid.run_config", "write the training config of one grid point"),
-    "train": ("semiseg3d.training.cli", "train the dual network (or the SupOnly baseline)"),
-    "test": (
-        "semiseg3d.evaluation.test_run",
-        "predict the test list of a trained run and score it",
-    ),
+    "train": ("semiseg3d.training.cli", "train (or resume) one run of any method"),
+    "test": ("semiseg3d.evaluation.test_run", "predict and score the test list of a run"),
     "predict": ("semiseg3d.inference.predict", "segment a new scan with a trained run"),
     "evaluate": ("semiseg3d.evaluation.evaluate", "score predicted masks against ground truth"),
     "report": ("semiseg3d.reporting.cli", "build the paper's tables and figures from run metrics"),

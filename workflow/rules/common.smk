@@ -1,7 +1,8 @@
 # Config validation, the experiment grid and input functions, shared by every rule file.
 #
-# The grid logic lives in semiseg3d.grid.run_config, which `semiseg3d run-config` uses
-# too, so the DAG and the per-run configs agree by construction.
+# The grid logic lives in semiseg3d.grid.run_config and the folder layout in
+# semiseg3d.grid.layout, which `semiseg3d run-config` and the report use too, so the DAG,
+# the per-run configs and the report agree by construction.
 
 import json
 import os
@@ -13,6 +14,16 @@ from snakemake.utils import min_version, validate
 
 from semiseg3d.errors import InputError
 from semiseg3d.grid import run_config as rc
+from semiseg3d.grid.layout import (
+    BENCHMARKS,
+    LOGS,
+    PROCESSED,
+    RUN,
+    RUN_CONFIG,
+    RUN_SUMMARY,
+    RUNS_ROOT,
+    SPLIT,
+)
 
 min_version("9.0")
 
@@ -78,22 +89,10 @@ wildcard_constraints:
     seed="[0-9]+",
 
 
-# -- paths ------------------------------------------------------------------------------------
-RUNS_ROOT = "results/runs"
-PROCESSED = "data/processed/{dataset}"
-SPLIT = "data/splits/{dataset}/r{ratio}"
-RUN = "results/runs/{dataset}/{variant}/r{ratio}/s{seed}"
-RUN_CONFIG = "results/configs/{dataset}/{variant}/r{ratio}/s{seed}.yaml"
-LOGS = "results/logs"
-BENCHMARKS = "results/benchmarks"
-
-
+# -- paths (semiseg3d.grid.layout) ------------------------------------------------------------
 def run_paths(pattern):
     """``pattern`` filled in for every training run of the grid."""
-    return [
-        pattern.format(dataset=r.dataset, variant=r.variant, ratio=r.ratio, seed=r.seed)
-        for r in RUNS
-    ]
+    return [r.fill(pattern) for r in RUNS]
 
 
 def split_paths(name):

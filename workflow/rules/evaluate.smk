@@ -27,7 +27,7 @@ rule test_run:
             labels={"variant": "{variant}", "ratio": "{ratio}", "seed": "{seed}"},
         ),
         predictions=directory(f"{RUN}/predictions"),
-        summary="results/metrics/{dataset}/{variant}/r{ratio}/s{seed}.yaml",
+        summary=RUN_SUMMARY,
     log:
         f"{LOGS}/test/{{dataset}}/{{variant}}/r{{ratio}}/s{{seed}}.log",
     benchmark:

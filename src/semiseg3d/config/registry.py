@@ -102,20 +102,26 @@ class MethodSpec:
 
 _STEP = {"lr_policy": "step", "lr_steps": (2500, 5000), "lr_gamma": 0.1}
 _CONSTANT = {"lr_policy": "step", "lr_steps": ()}
-_B22 = {"batch_labeled": 2, "batch_unlabeled": 2, "lr": 0.01}
-_MCNET_OWN = {
-    "la": {**_B22, **_CONSTANT, "iterations": 15000, "augment": "rotflip"},
-    "pancreas": {**_B22, **_CONSTANT, "iterations": 15000, "augment": "none"},
-}
+_POLY = {"lr_policy": "poly", "poly_power": 0.9}
 
 
-def _baseline(cls: str, name: str, label: str, **kw: Any) -> MethodSpec:
+def _own(iterations: int, augment: str, schedule: Mapping[str, Any], **keys: Any) -> dict:
+    """An original's recipe on one dataset: 2 + 2 batches at lr 0.01 unless ``keys`` say."""
+    base = {"batch_labeled": 2, "batch_unlabeled": 2, "lr": 0.01}
+    return {**base, **schedule, "iterations": iterations, "augment": augment, **keys}
+
+
+_MCNET_OWN = {"la": _own(15000, "rotflip", _CONSTANT), "pancreas": _own(15000, "none", _CONSTANT)}
+
+
+def _baseline(name: str, cls: str, label: str, **kw: Any) -> MethodSpec:
     """A comparison method: one Tables 1-3 row, its variant and network named like it."""
     return MethodSpec(cls, label, (ReportRow(name, label, name),), **kw)
 
 
 #: config ``method`` -> its entry; the report's Tables 1-3 show the rows in this order
-#: (SupOnly, the baselines by publication year, the paper's method)
+#: (SupOnly, the baselines by publication year, the paper's method). Recipes marked
+#: "unconfirmed" have no original script for that dataset (baselines spec).
 METHODS: dict[str, MethodSpec] = {
     "suponly": MethodSpec(
         "semiseg3d.methods.suponly:SupOnlyMethod",
@@ -125,67 +131,50 @@ METHODS: dict[str, MethodSpec] = {
         baseline=False,
     ),
     "uamt": _baseline(
-        "semiseg3d.methods.uamt:UAMT",
         "uamt",
+        "semiseg3d.methods.uamt:UAMT",
         "UA-MT",
         recipes={
-            "la": {**_B22, **_STEP, "iterations": 6000, "augment": "rotflip"},
-            # no original script: the LA recipe with 96^3 crops, no rot-flip (unconfirmed)
-            "pancreas": {**_B22, **_STEP, "iterations": 6000, "augment": "none"},
+            "la": _own(6000, "rotflip", _STEP),
+            "pancreas": _own(6000, "none", _STEP),  # the LA recipe, no rot-flip (unconfirmed)
             # SSL4MIS's 3D script (V-Net kept): 30000 steps, poly, ramp length 200
-            "brats": {
-                **_B22,
-                "iterations": 30000,
-                "lr_policy": "poly",
-                "poly_power": 0.9,
-                "rampup_length": 200,
-                "augment": "rotflip",
-            },
+            "brats": _own(30000, "rotflip", _POLY, rampup_length=200),
         },
     ),
     "dtc": _baseline(
-        "semiseg3d.methods.dtc:DTC",
         "dtc",
-        "DTC",
-        recipes={
-            "la": {**_B22, **_STEP, "iterations": 6000, "augment": "rotflip"},
-            "pancreas": {**_B22, **_STEP, "iterations": 6000, "augment": "none"},  # unconfirmed
-        },
+        "semiseg3d.methods.dtc:DTC",
+        "DTC",  # pancreas: unconfirmed
+        recipes={"la": _own(6000, "rotflip", _STEP), "pancreas": _own(6000, "none", _STEP)},
     ),
     "mcnet": _baseline(
-        "semiseg3d.methods.mcnet:MCNetMethod", "mcnet", "MC-Net", recipes=_MCNET_OWN
+        "mcnet", "semiseg3d.methods.mcnet:MCNetMethod", "MC-Net", recipes=_MCNET_OWN
     ),
     "mcnet_plus": _baseline(
-        "semiseg3d.methods.mcnet:MCNetMethod", "mcnet_plus", "MC-Net+", recipes=_MCNET_OWN
+        "mcnet_plus", "semiseg3d.methods.mcnet:MCNetMethod", "MC-Net+", recipes=_MCNET_OWN
     ),
     "mcf": _baseline(
-        "semiseg3d.methods.mcf:MCF",
         "mcf",
-        "MCF",
-        recipes={
-            "la": {**_B22, **_STEP, "iterations": 6000, "augment": "none"},
-            "pancreas": {**_B22, **_STEP, "iterations": 6000, "augment": "none"},  # unconfirmed
-        },
+        "semiseg3d.methods.mcf:MCF",
+        "MCF",  # pancreas: unconfirmed
+        recipes={"la": _own(6000, "none", _STEP), "pancreas": _own(6000, "none", _STEP)},
     ),
+    # 4 + 4 (halves of 2), 2000 pre-training steps at constant lr, then 15000 steps at
+    # 0.01 * 0.1^floor(t / 2500)
     "bcp": _baseline(
-        "semiseg3d.methods.bcp:BCP",
         "bcp",
+        "semiseg3d.methods.bcp:BCP",
         "BCP",
         batch=BatchRule(equal=True, even=True, why="halves a, b"),
         recipes={
-            # 4 + 4 (halves of 2), 2000 pre-training steps at constant lr, then 15000 steps
-            # at 0.01 * 0.1^floor(t / 2500)
-            "la": {
-                "batch_labeled": 4,
-                "batch_unlabeled": 4,
-                "lr": 0.01,
-                "bcp_pretrain_steps": 2000,
-                "iterations": 15000,
-                "lr_policy": "step",
-                "lr_steps": (2499, 4999, 7499, 9999, 12499),
-                "lr_gamma": 0.1,
-                "augment": "rotflip",
-            },
+            "la": _own(
+                15000,
+                "rotflip",
+                {"lr_policy": "step", "lr_steps": (2499, 4999, 7499, 9999, 12499), "lr_gamma": 0.1},
+                batch_labeled=4,
+                batch_unlabeled=4,
+                bcp_pretrain_steps=2000,
+            )
         },
     ),
     "dual": MethodSpec(

@@ -23,6 +23,7 @@ import yaml
 
 from semiseg3d.config.registry import check_batch, method_names
 from semiseg3d.errors import InputError
+from semiseg3d.io.yamlio import read_yaml
 
 __all__ = [
     "TrainConfig",
@@ -312,19 +313,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     data: dict[str, Any] = {}
     source = "config"
     if path is not None:
-        p = Path(path)
-        source = str(p)
-        if not p.is_file():
-            raise InputError(f"{p}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise InputError(f"{p}: not valid YAML ({exc.__class__.__name__})") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise InputError(f"{p}: expected a mapping of config keys, got {type(loaded).__name__}")
-        data.update(loaded)
+        source = str(path)
+        data.update(read_yaml(path, "config file", expect="a mapping of config keys"))
     data.update(overrides or {})
     return config_from_mapping(data, source, {k: f"--set {k}" for k in overrides or {}})
 

@@ -16,7 +16,9 @@ import shutil
 import stat
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
 from semiseg3d.errors import InputError
 
@@ -46,6 +48,17 @@ def _safe_target(dest: Path, name: str, archive: Path) -> Path:
     return target
 
 
+def _write_plan(plan: list[tuple[Path, Any]], open_member: Callable[[Any], IO[bytes]]) -> None:
+    """Write checked members: ``(target, member)``; a member of None is a folder."""
+    for target, member in plan:
+        if member is None:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open_member(member) as src, open(target, "wb") as out:
+            shutil.copyfileobj(src, out)
+
+
 def _extract_zip(archive: Path, dest: Path) -> None:
     try:
         zf = zipfile.ZipFile(archive)
@@ -62,13 +75,7 @@ def _extract_zip(archive: Path, dest: Path) -> None:
                 )
             plan.append((info, _safe_target(dest, info.filename, archive)))
         try:
-            for info, target in plan:
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out)
+            _write_plan([(t, None if i.is_dir() else i) for i, t in plan], zf.open)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise InputError(f"{archive}: corrupt or truncated zip archive ({exc})") from exc
 
@@ -89,17 +96,15 @@ def _extract_tar(archive: Path, dest: Path) -> None:
                 kind = "link" if (m.issym() or m.islnk()) else "special file"
                 raise InputError(f"{archive}: member '{m.name}' is a {kind}; refusing to extract")
             plan.append((m, _safe_target(dest, m.name, archive)))
+
+        def open_member(m: tarfile.TarInfo) -> IO[bytes]:
+            src = tf.extractfile(m)
+            if src is None:  # pragma: no cover - regular files always have data
+                raise InputError(f"{archive}: member '{m.name}' has no data")
+            return src
+
         try:
-            for m, target in plan:
-                if m.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tf.extractfile(m)
-                if src is None:  # pragma: no cover - regular files always have data
-                    raise InputError(f"{archive}: member '{m.name}' has no data")
-                with src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out)
+            _write_plan([(t, None if m.isdir() else m) for m, t in plan], open_member)
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise InputError(f"{archive}: corrupt or truncated tar archive ({exc})") from exc
 

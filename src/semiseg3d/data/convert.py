@@ -8,7 +8,7 @@
 
 ``--raw`` is a folder or an archive (``.zip``, ``.tar.gz`` ...; extracted safely into a
 temporary folder beside ``--out`` and removed afterwards). The recipe of each dataset is a
-:class:`~semiseg3d.data.convert_custom.PreprocessOptions` with the dataset's defaults;
+:class:`~semiseg3d.data.preprocess.PreprocessOptions` with the dataset's defaults;
 ``--options FILE`` (YAML) and ``--set KEY=VALUE`` change any of its fields.
 
 The output folder is written atomically (complete or not at all)::
@@ -40,14 +40,8 @@ import numpy as np
 
 from semiseg3d.data import convert_brats, convert_custom, convert_la, convert_pancreas
 from semiseg3d.data.archive import is_archive, safe_extract
-from semiseg3d.data.convert_custom import (
-    Discovery,
-    PreprocessOptions,
-    case_rng,
-    load_options,
-    prepare_case,
-    split_record,
-)
+from semiseg3d.data.convert_custom import Discovery, split_record
+from semiseg3d.data.preprocess import PreprocessOptions, case_rng, load_options, prepare_case
 from semiseg3d.errors import InputError
 from semiseg3d.io.atomic import atomic_dir, remove_stale_temps
 
@@ -118,20 +112,12 @@ def write_h5(path: Path, image: np.ndarray, label: np.ndarray | None, spacing) -
     4, no timestamps (byte-identical reruns), root attribute ``spacing`` (x, y, z mm)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w", track_order=False) as f:
-        f.create_dataset(
-            "image",
-            data=image.astype(np.float32),
-            compression="gzip",
-            compression_opts=4,
-            track_times=False,
-        )
+        arrays = {"image": image.astype(np.float32)}
         if label is not None:
+            arrays["label"] = label.astype(np.uint8)
+        for name, data in arrays.items():
             f.create_dataset(
-                "label",
-                data=label.astype(np.uint8),
-                compression="gzip",
-                compression_opts=4,
-                track_times=False,
+                name, data=data, compression="gzip", compression_opts=4, track_times=False
             )
         f.attrs["spacing"] = np.asarray(spacing, dtype=np.float64)
 

@@ -21,13 +21,8 @@ import os
 import re
 from pathlib import Path
 
-from semiseg3d.data.convert_custom import (
-    CaseSource,
-    Discovery,
-    PreprocessOptions,
-    make_lists,
-    pair_loader,
-)
+from semiseg3d.data.convert_custom import CaseSource, Discovery, make_lists, pair_loader
+from semiseg3d.data.preprocess import PreprocessOptions
 from semiseg3d.data.splits_official import brats_lists
 from semiseg3d.errors import InputError
 

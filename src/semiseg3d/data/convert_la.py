@@ -12,7 +12,7 @@ margins seeded per case so that a conversion is reproducible:
 * an axis still shorter than the patch (112, 112, 80) is padded, centred (never on the real
   data, whose crops are at least 148 x 132 x 88).
 
-The margins come from :func:`~semiseg3d.data.convert_custom.case_rng` ``(seed, case id)``.
+The margins come from :func:`~semiseg3d.data.preprocess.case_rng` ``(seed, case id)``.
 Output: ``<out>/<ID>/mri_norm2.h5`` (the LA layout), ``train.list`` / ``test.list`` from the
 published fold 0 restricted to the cases present.
 """
@@ -22,13 +22,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from semiseg3d.data.convert_custom import (
-    CaseSource,
-    Discovery,
-    PreprocessOptions,
-    make_lists,
-    pair_loader,
-)
+from semiseg3d.data.convert_custom import CaseSource, Discovery, make_lists, pair_loader
+from semiseg3d.data.preprocess import PreprocessOptions
 from semiseg3d.data.splits_official import la_lists
 from semiseg3d.errors import InputError
 

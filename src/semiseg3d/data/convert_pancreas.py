@@ -29,8 +29,9 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from semiseg3d.data.convert_custom import CaseSource, Discovery, PreprocessOptions, make_lists
+from semiseg3d.data.convert_custom import CaseSource, Discovery, make_lists
 from semiseg3d.data.geometry import label_onto_grid, read_dicom_series, read_image
+from semiseg3d.data.preprocess import PreprocessOptions
 from semiseg3d.data.splits_official import PANCREAS_DUPLICATES, pancreas_lists
 from semiseg3d.errors import InputError
 

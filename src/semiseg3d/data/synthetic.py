@@ -41,6 +41,7 @@ import h5py
 import numpy as np
 from scipy import ndimage
 
+from semiseg3d.cliargs import add_xyz_option
 from semiseg3d.errors import InputError
 from semiseg3d.io.atomic import atomic_dir, remove_stale_temps
 
@@ -232,22 +233,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output dataset folder")
     parser.add_argument("--cases", type=int, default=16, help="training cases (default 16)")
     parser.add_argument("--test", type=int, default=4, help="test cases (default 4)")
-    parser.add_argument(
-        "--shape",
-        type=int,
-        nargs=3,
-        default=[48, 48, 32],
-        metavar=("X", "Y", "Z"),
-        help="volume shape in voxels (default 48 48 32)",
+    add_xyz_option(
+        parser, "--shape", "volume shape in voxels (default 48 48 32)", default=(48, 48, 32)
     )
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    parser.add_argument(
+    add_xyz_option(
+        parser,
         "--spacing",
-        type=float,
-        nargs=3,
-        default=[1.0, 1.0, 1.0],
+        "voxel spacing in mm, stored as the h5 attribute 'spacing' (default 1 1 1)",
+        kind=float,
         metavar=("SX", "SY", "SZ"),
-        help="voxel spacing in mm, stored as the h5 attribute 'spacing' (default 1 1 1)",
+        default=(1.0, 1.0, 1.0),
     )
 
 

@@ -13,13 +13,15 @@ folder and prints a one-line summary.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from semiseg3d.cliargs import add_xyz_option
 from semiseg3d.errors import InputError
 
 __all__ = [
@@ -205,6 +207,32 @@ def _check_label_values(label: np.ndarray, path: Path) -> None:
         raise InputError(f"{path}: label has values {{{shown}{more}}} outside {{0, 1}}")
 
 
+@contextlib.contextmanager
+def _open_case(
+    path: Path, require_label: bool
+) -> Iterator[tuple[h5py.File, h5py.Dataset, h5py.Dataset | None]]:
+    """Open a case file: ``(file, image dataset, label dataset or None)``, with the image
+    and the label (required, or read when present) checked for shape. Everything read
+    inside the block turns HDF5 errors into one-line :class:`InputError`s naming the file."""
+    if not path.is_file():
+        raise InputError(f"{path}: volume file not found")
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            image_ds = _dataset(f, "image", path)
+            label_ds = _dataset(f, "label", path) if require_label or "label" in f else None
+            if label_ds is not None and label_ds.shape != image_ds.shape:
+                raise InputError(
+                    f"{path}: image shape {_fmt_shape(image_ds.shape)} and label shape "
+                    f"{_fmt_shape(label_ds.shape)} differ"
+                )
+            yield f, image_ds, label_ds
+    except InputError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise InputError(f"{path}: not a readable HDF5 file ({reason})") from exc
+
+
 def volume_header(path: str | Path) -> tuple[tuple[int, int, int], bool]:
     """Shape and label presence of a case file, from its HDF5 header (no voxel is read).
 
@@ -219,25 +247,9 @@ def volume_header(path: str | Path) -> tuple[tuple[int, int, int], bool]:
             numeric dataset, image and label shapes differ.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: volume file not found")
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            image_ds = _dataset(f, "image", path)
-            has_label = "label" in f
-            if has_label:
-                label_ds = _dataset(f, "label", path)
-                if label_ds.shape != image_ds.shape:
-                    raise InputError(
-                        f"{path}: image shape {_fmt_shape(image_ds.shape)} and label shape "
-                        f"{_fmt_shape(label_ds.shape)} differ"
-                    )
-            shape = tuple(int(s) for s in image_ds.shape)
-    except InputError:
-        raise
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise InputError(f"{path}: not a readable HDF5 file ({reason})") from exc
+    with _open_case(path, require_label=False) as (_, image_ds, label_ds):
+        has_label = label_ds is not None
+        shape = tuple(int(s) for s in image_ds.shape)
     return shape, has_label  # type: ignore[return-value]
 
 
@@ -311,25 +323,10 @@ def load_volume(
             {0, 1}, non-finite intensities, bad ``spacing`` attribute, empty or too small.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: volume file not found")
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            image_ds = _dataset(f, "image", path)
-            label_ds = _dataset(f, "label", path) if require_label or "label" in f else None
-            if label_ds is not None and label_ds.shape != image_ds.shape:
-                raise InputError(
-                    f"{path}: image shape {_fmt_shape(image_ds.shape)} and label shape "
-                    f"{_fmt_shape(label_ds.shape)} differ"
-                )
-            spacing = _read_spacing(f, path)
-            image = image_ds[()]
-            label = label_ds[()] if label_ds is not None else None
-    except InputError:
-        raise
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise InputError(f"{path}: not a readable HDF5 file ({reason})") from exc
+    with _open_case(path, require_label) as (f, image_ds, label_ds):
+        spacing = _read_spacing(f, path)
+        image = image_ds[()]
+        label = label_ds[()] if label_ds is not None else None
     if min(image.shape) < 1:
         raise InputError(f"{path}: volume is empty (shape {_fmt_shape(image.shape)})")
     check_min_shape(image.shape, min_shape, str(path))
@@ -419,12 +416,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="case lists to check (default: train.list, val.list, test.list of --data that "
         "exist, else every case file found); a relative name is looked up in --data too",
     )
-    parser.add_argument(
-        "--min-shape",
-        nargs=3,
-        type=int,
-        metavar=("X", "Y", "Z"),
-        help="smallest accepted shape after --downsample, e.g. the training patch",
+    add_xyz_option(
+        parser, "--min-shape", "smallest accepted shape after --downsample, e.g. the training patch"
     )
     parser.add_argument(
         "--downsample", type=int, default=1, help="check the volumes downsampled by this factor"

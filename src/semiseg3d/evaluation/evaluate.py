@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from semiseg3d.cliargs import add_xyz_option
 from semiseg3d.data.postprocess import largest_connected_component
 from semiseg3d.errors import InputError, format_numbers
 from semiseg3d.evaluation.maskio import GT_KEYS, PRED_KEYS, list_masks, read_mask
@@ -64,12 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, type=Path, metavar="CSV", help="metrics.csv to write"
     )
-    parser.add_argument(
+    add_xyz_option(
+        parser,
         "--spacing",
-        nargs=3,
-        type=float,
-        metavar=("X", "Y", "Z"),
-        help="voxel size in mm for every case (default: the ground truth's own, if any)",
+        "voxel size in mm for every case (default: the ground truth's own, if any)",
+        kind=float,
     )
     parser.add_argument(
         "--lcc",

@@ -26,7 +26,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from semiseg3d.accel import inference_device, resolve_runtime
 from semiseg3d.config.registry import spec
 from semiseg3d.data.dataset import VolumeDataset
 from semiseg3d.data.postprocess import largest_connected_component
@@ -35,7 +34,7 @@ from semiseg3d.errors import InputError
 from semiseg3d.evaluation.evaluate import summary_line, write_metrics_csv
 from semiseg3d.evaluation.maskio import write_nifti_mask
 from semiseg3d.evaluation.metrics import case_metrics, metrics_table
-from semiseg3d.inference.rule import load_trained, prepared_rule
+from semiseg3d.inference.rule import load_trained, prepared_rule, runtime_for
 from semiseg3d.inference.sliding_window import predict_label, sliding_window_probs
 from semiseg3d.io.atomic import atomic_dir, remove_stale_temps
 
@@ -98,10 +97,7 @@ def test_run(
         raise InputError(f"{lst}: case list is empty")
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    accel = resolve_runtime(
-        inference_device(cfg.device, device), cfg.amp, cfg.channels_last, cfg.patch,
-        where="device",
-    )  # fmt: skip
+    accel = runtime_for(cfg, device, where="device")
     dev = accel.device
     members, prob_fn, lcc = prepared_rule(cfg, nets, accel, subnet)
     alt_rows: list[dict] | None = [] if spec(cfg.method).baseline else None

@@ -37,7 +37,9 @@ import yaml
 
 from semiseg3d.config.run import TrainConfig, config_from_mapping
 from semiseg3d.errors import InputError
+from semiseg3d.grid.layout import PROCESSED, RUN, RUN_PATH, SPLIT
 from semiseg3d.io.atomic import write_text_atomic
+from semiseg3d.io.yamlio import read_yaml
 from semiseg3d.paths import repo_root
 
 __all__ = [
@@ -45,7 +47,6 @@ __all__ = [
     "RunKey",
     "default_schema_path",
     "deep_merge",
-    "read_yaml",
     "load_params",
     "validate_params",
     "check_params",
@@ -70,11 +71,6 @@ RUN_KEYS = frozenset(
     {"dataset", "data_dir", "train_list", "test_list", "labeled", "labeled_ratio", "seed", "extra"}
 )
 
-#: where each phase writes (relative to the working directory, the repository root)
-PROCESSED_ROOT = "data/processed"
-SPLITS_ROOT = "data/splits"
-RUNS_ROOT = "results/runs"
-
 
 @dataclass(frozen=True, order=True)
 class RunKey:
@@ -94,8 +90,15 @@ class RunKey:
 
     @property
     def path(self) -> str:
-        """``{dataset}/{variant}/r{ratio}/s{seed}``: the run's place under ``results/runs``."""
-        return f"{self.dataset}/{self.variant}/r{self.ratio}/s{self.seed}"
+        """``{dataset}/{variant}/r{ratio}/s{seed}``: the run's place under ``results/runs``
+        (:data:`~semiseg3d.grid.layout.RUN_PATH`)."""
+        return self.fill(RUN_PATH)
+
+    def fill(self, pattern: str) -> str:
+        """``pattern`` (a :mod:`~semiseg3d.grid.layout` path) filled in for this run."""
+        return pattern.format(
+            dataset=self.dataset, variant=self.variant, ratio=self.ratio, seed=self.seed
+        )
 
 
 # -- reading and checking --------------------------------------------------------------------
@@ -119,24 +122,6 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping (an empty file is an empty mapping)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: file not found")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise InputError(f"{p}: not valid YAML{line}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise InputError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
 
 
 def load_params(params: str | Path, overlays: Sequence[str | Path] = ()) -> dict[str, Any]:
@@ -235,7 +220,7 @@ def _check_data_entry(entry: Mapping[str, Any], dataset: str, source: str) -> No
     try:
         if entry.get("source") == "convert":
             from semiseg3d.data.convert import default_options
-            from semiseg3d.data.convert_custom import load_options
+            from semiseg3d.data.preprocess import load_options
 
             options = dict(entry.get("options") or {})
             if "seed" in entry:
@@ -373,17 +358,17 @@ def labeled_for_ratio(params: Mapping[str, Any], dataset: str, ratio: int) -> in
 
 def processed_dir(dataset: str) -> str:
     """``data/processed/{dataset}``: the preprocessed dataset folder."""
-    return f"{PROCESSED_ROOT}/{dataset}"
+    return PROCESSED.format(dataset=dataset)
 
 
 def split_dir(dataset: str, ratio: int) -> str:
     """``data/splits/{dataset}/r{ratio}``: labeled / unlabeled / train / test lists."""
-    return f"{SPLITS_ROOT}/{dataset}/r{int(ratio)}"
+    return SPLIT.format(dataset=dataset, ratio=int(ratio))
 
 
 def run_dir(key: RunKey) -> str:
     """``results/runs/{dataset}/{variant}/r{ratio}/s{seed}``: the run folder."""
-    return f"{RUNS_ROOT}/{key.path}"
+    return key.fill(RUN)
 
 
 # -- one run ---------------------------------------------------------------------------------

@@ -9,12 +9,12 @@
 ``SCAN`` is a NIfTI or NRRD file (MetaImage too) or a folder holding one DICOM series.
 
 1. The run's weights and config come from ``RUNDIR/model_final.pt``.
-2. The preprocessing recipe (:class:`~semiseg3d.data.convert_custom.PreprocessOptions`) is
+2. The preprocessing recipe (:class:`~semiseg3d.data.preprocess.PreprocessOptions`) is
    looked up in this order: ``--preprocess FILE``; ``RUNDIR/preprocess.json``;
    ``<config data_dir>/preprocess.json`` (written by ``semiseg3d convert`` / ``fetch``); the
    built-in recipe of the config's ``dataset`` (``la``, ``pancreas``, ``brats``, ``synthetic``).
 3. The scan gets the same resampling and intensity map as the training data
-   (:func:`~semiseg3d.data.convert_custom.prepare_inference`): a ``foreground`` crop is
+   (:func:`~semiseg3d.data.preprocess.prepare_inference`): a ``foreground`` crop is
    applied, a ``label`` crop is not (there is no label), every axis is padded to the patch.
    With ``downsample`` > 1 in the config the volume is block-averaged as in training.
 4. Sliding-window inference with the run's patch and stride and the method's own inference
@@ -44,18 +44,18 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from semiseg3d.accel import inference_device, resolve_runtime
-from semiseg3d.data.convert_custom import (
+from semiseg3d.data.geometry import from_xyz, read_image, resample_like
+from semiseg3d.data.postprocess import largest_connected_component
+from semiseg3d.data.preprocess import (
     PreprocessOptions,
     options_from_mapping,
     prepare_inference,
 )
-from semiseg3d.data.geometry import from_xyz, read_image, resample_like
-from semiseg3d.data.postprocess import largest_connected_component
 from semiseg3d.errors import InputError
-from semiseg3d.inference.rule import load_trained, prepared_rule
+from semiseg3d.inference.rule import load_trained, prepared_rule, runtime_for
 from semiseg3d.inference.sliding_window import ProbFn, sliding_window_probs
 from semiseg3d.io.atomic import atomic_path, remove_stale_temps
+from semiseg3d.io.yamlio import read_yaml
 
 __all__ = [
     "OUTPUT_SUFFIXES",
@@ -95,19 +95,10 @@ def read_recipe(path: str | Path) -> PreprocessOptions:
     Raises:
         InputError: unreadable file, or invalid options (naming the key).
     """
-    import yaml
-
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: preprocessing recipe not found")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: not valid JSON/YAML ({exc.__class__.__name__})") from exc
-    if isinstance(data, dict) and isinstance(data.get("options"), dict):
+    data = read_yaml(p, "preprocessing recipe", expect="a mapping of preprocessing options")
+    if isinstance(data.get("options"), dict):
         data = data["options"]
-    if not isinstance(data, dict):
-        raise InputError(f"{p}: expected a mapping of preprocessing options")
     return options_from_mapping(data, PreprocessOptions(), str(p))
 
 
@@ -311,10 +302,7 @@ def predict_scan(
         cfg, nets = load_trained(run)
         if device not in (None, "cpu", "cuda"):
             raise InputError(f"--device must be cpu or cuda, got {device!r}")
-        accel = resolve_runtime(
-            inference_device(cfg.device, device), cfg.amp, cfg.channels_last, cfg.patch,
-            where="--device",
-        )  # fmt: skip
+        accel = runtime_for(cfg, device)
         dev = accel.device
         opts, source = recipe_for_run(run, cfg.data_dir, cfg.dataset, preprocess)
         image = read_image(scan)

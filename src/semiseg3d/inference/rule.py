@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
-from semiseg3d.accel import Acceleration
+from semiseg3d.accel import Acceleration, inference_device, resolve_runtime
 from semiseg3d.config.run import TrainConfig, config_from_mapping
 from semiseg3d.errors import InputError
 from semiseg3d.inference.fold import fold_batchnorm
@@ -15,7 +16,7 @@ from semiseg3d.methods import get_method
 from semiseg3d.models.probs import ProbFn
 from semiseg3d.training.checkpoint import FINAL_NAME, load_final
 
-__all__ = ["load_trained", "prepared_rule"]
+__all__ = ["load_trained", "runtime_for", "prepared_rule"]
 
 
 def load_trained(run_dir: str | Path) -> tuple[TrainConfig, dict[str, nn.Module]]:
@@ -49,6 +50,18 @@ def load_trained(run_dir: str | Path) -> tuple[TrainConfig, dict[str, nn.Module]
             ) from exc
         net.eval()
     return cfg, nets
+
+
+def runtime_for(
+    cfg: TrainConfig, device: str | torch.device | None = None, where: str = "--device"
+) -> Acceleration:
+    """Device, precision and memory format to run a finished run with (``test``,
+    ``predict``): ``device`` when given, else ``auto`` unless the run says ``cpu``
+    (:func:`semiseg3d.accel.inference_device`), and the run's ``amp`` / ``channels_last``
+    for its patch (:func:`semiseg3d.accel.resolve_runtime`; ``where`` names the option in a
+    device error)."""
+    choice = inference_device(cfg.device, device)
+    return resolve_runtime(choice, cfg.amp, cfg.channels_last, cfg.patch, where=where)
 
 
 def prepared_rule(

@@ -22,7 +22,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_dir", "write_text_atomic", "remove_stale_temps", "current_umask"]
+__all__ = [
+    "atomic_path",
+    "atomic_dir",
+    "replace_path",
+    "write_text_atomic",
+    "remove_stale_temps",
+    "current_umask",
+]
 
 
 def current_umask() -> int:
@@ -91,17 +98,23 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         _chmod_default(tmp, 0o777)
         yield tmp
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_path(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_path(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``, replacing what is there: a folder is moved aside
+    (``.<name>.old``) first and removed after; anything else is replaced by one rename."""
+    if dst.is_dir() and not dst.is_symlink():
+        old = dst.with_name(f".{dst.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -102,36 +102,36 @@ Output = tuple[Tensor, Tensor]
 
 @dataclass(frozen=True)
 class DualSettings:
-    """The switches and hyperparameters of the dual objective, as plain values (the run
-    config's keys of the same names and defaults; see the README's ``params.yaml``
-    reference).
+    """The switches and hyperparameters of the dual objective, as plain values: the run
+    config's keys of the same names (their meaning and defaults: the README's
+    ``params.yaml`` reference; :meth:`of` takes them from a config).
 
     ``rampup_*`` set the PGL weight ``w_c(t)`` (:func:`~semiseg3d.losses.ramps.rampup_weight`)
     and, with ``pl_rampup: sigmoid``, the pseudo-label weight.
     """
 
-    mode: str = "paper"
-    use_cr: bool = True
-    use_cps: bool = True
-    use_efs: bool = True
-    use_ue: bool = True
-    use_pgl: bool = True
-    ic_distance: str = "cosine"
-    cr_distance: str = "mse"
-    pgl_third_term: bool = True
-    pgl_proto_term_sign: int = 1
-    pgl_require_agreement: bool = True
-    ue_temperature_in_kl: bool = True
-    tau: float = 0.6
-    lam: float = 0.5
-    T: float = 0.5
-    alpha: float = 70.0
-    tau_cps: float = 0.6
-    cps_target: str = "argmax"
-    pl_rampup: str = "sigmoid"
-    rampup_max: float = 0.1
-    rampup_length: int = 40
-    rampup_unit: int = 150
+    mode: str
+    use_cr: bool
+    use_cps: bool
+    use_efs: bool
+    use_ue: bool
+    use_pgl: bool
+    ic_distance: str
+    cr_distance: str
+    pgl_third_term: bool
+    pgl_proto_term_sign: int
+    pgl_require_agreement: bool
+    ue_temperature_in_kl: bool
+    tau: float
+    lam: float
+    T: float
+    alpha: float
+    tau_cps: float
+    cps_target: str
+    pl_rampup: str
+    rampup_max: float
+    rampup_length: int
+    rampup_unit: int
 
     @classmethod
     def of(cls, source: Any) -> DualSettings:
@@ -201,6 +201,18 @@ def active_terms(settings: DualSettings | Any) -> tuple[str, ...]:
     return tuple(name for name in TERM_NAMES if on.get(name, True))
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One call's inputs: float32 ``(z_a, f_a, z_b, f_b, y, B_l)``, settings, iteration
+    ``t``, the PGL generator and the forced winner (tests)."""
+
+    batch: tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int]
+    cfg: DualSettings
+    t: int
+    generator: torch.Generator | None
+    force: int | None
+
+
 def _check_batch(out_a: Output, out_b: Output, label_l: Tensor) -> int:
     za, fa = out_a
     zb, fb = out_b
@@ -263,11 +275,11 @@ def dual_terms(
         za, fa = out_a[0].float(), out_a[1].float()
         zb, fb = out_b[0].float(), out_b[1].float()
         y = label_l.long()
-        batch = (za, fa, zb, fb, y, n_l)
+        step = _Step((za, fa, zb, fb, y, n_l), cfg, iteration, generator, force_winner)
         if cfg.mode == "paper":
-            return _paper(batch, cfg, iteration, generator, force_winner)
+            return _paper(step)
         if cfg.mode == "code_faithful":
-            return _code(batch, cfg, iteration, generator, force_winner)
+            return _code(step)
     raise ValueError(f"unknown mode {cfg.mode!r}")
 
 
@@ -299,14 +311,9 @@ def _sup(t: dict[str, Tensor], k: str, lam: float) -> Tensor:
     return sup
 
 
-def _paper(
-    batch: tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int],
-    cfg: DualSettings,
-    iteration: int,
-    generator: torch.Generator | None,
-    force_winner: int | None,
-) -> DualTerms:
-    za, fa, zb, fb, y, n_l = batch
+def _paper(step: _Step) -> DualTerms:
+    za, fa, zb, fb, y, n_l = step.batch
+    cfg, iteration, generator, force_winner = step.cfg, step.t, step.generator, step.force
     pa, pb, t = _shared(za, zb, y, n_l, cfg)
     loser_is_a = _loser_is_a(t["sup_dice_a"], t["sup_dice_b"], force_winner, za.device)
     pa_u, pb_u = pa[n_l:], pb[n_l:]
@@ -369,14 +376,9 @@ def _paper(
     return DualTerms(t, loss_a, loss_b, loser_is_a.float(), w, pl_w, diag)
 
 
-def _code(
-    batch: tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int],
-    cfg: DualSettings,
-    iteration: int,
-    generator: torch.Generator | None,
-    force_winner: int | None,
-) -> DualTerms:
-    za, fa, zb, fb, y, n_l = batch
+def _code(step: _Step) -> DualTerms:
+    za, fa, zb, fb, y, n_l = step.batch
+    cfg, iteration, generator, force_winner = step.cfg, step.t, step.generator, step.force
     pa, pb, t = _shared(za, zb, y, n_l, cfg)
     if cfg.use_ue:
         t["ue"] = ue_loss(za, zb, cfg.T, temperature_in_kl=False)

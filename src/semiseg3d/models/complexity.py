@@ -112,15 +112,8 @@ def _legacy_ops(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: tor
 
 
 def legacy_macs(model: nn.Module, patch: Sequence[int]) -> int:
-    """MACs by the legacy thop-style rule of the paper's tables (module docstring), batch 1.
-
-    Args:
-        model: any network here (subnet or dual).
-        patch: spatial input size (X, Y, Z), voxels, each a multiple of 16.
-
-    Raises:
-        InputError: when ``patch`` is not three positive multiples of 16.
-    """
+    """MACs by the legacy thop-style rule of the paper's tables (module docstring), batch 1;
+    arguments and errors as for :func:`true_macs`."""
     total = 0
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:

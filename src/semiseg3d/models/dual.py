@@ -27,22 +27,14 @@ class DualNet(nn.Module):
     initialisation draws under a given seed).
 
     Args:
-        in_channels: input image channels.
-        n_classes: output classes.
-        n_filters: base width of both subnets.
-        has_dropout: the subnets' ``Dropout3d(0.5)`` layers (train mode only).
+        **subnet_args: what both subnets are built with (``in_channels``, ``n_classes``,
+            ``n_filters``, ``has_dropout``; see :class:`~semiseg3d.models.vnet.VNet`).
     """
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        n_classes: int = 2,
-        n_filters: int = 16,
-        has_dropout: bool = True,
-    ) -> None:
+    def __init__(self, **subnet_args: int | bool) -> None:
         super().__init__()
-        self.resnet = ResNet34EncDec(in_channels, n_classes, n_filters, has_dropout)
-        self.vnet = VNet(in_channels, n_classes, n_filters, has_dropout)
+        self.resnet = ResNet34EncDec(**subnet_args)  # type: ignore[arg-type]
+        self.vnet = VNet(**subnet_args)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> tuple[Output, Output]:
         """Run both subnets on the same input.

@@ -25,29 +25,22 @@ the tables show the paper's rows for the paper's datasets plus whatever ran.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semiseg3d.io.atomic import replace_path
 from semiseg3d.reporting.collect import collect
+from semiseg3d.reporting.context import DATASET_TITLES, ReportContext, load_paper_values
 from semiseg3d.reporting.figures import (
     figure8,
     qualitative_figure,
     qualitative_settings,
     training_curves,
 )
-from semiseg3d.reporting.tables import (
-    CELL_NOTE,
-    DATASET_TITLES,
-    ReportContext,
-    Table,
-    build_tables,
-    load_paper_values,
-    write_table,
-)
+from semiseg3d.reporting.tables import CELL_NOTE, Table, build_tables, write_table
 
 __all__ = ["ReportResult", "build_report", "add_arguments", "main"]
 
@@ -95,20 +88,17 @@ def _summary(
         links = " · ".join(f"[{ext}](tables/{t.name}.{ext})" for ext in ("md", "tex", "csv"))
         lines += [t.to_markdown().rstrip("\n"), "", f"Files: {links}", ""]
     lines += ["## Figures", ""]
-    for ds, rel in fig8.items():
-        lines += [
-            f"### Figure 8 - {DATASET_TITLES.get(ds, ds)}",
-            "",
-            f"![Figure 8 {ds}]({rel})",
-            "",
-        ]
-    for ds, rel in qual.items():
-        lines += [
-            f"### Qualitative - {DATASET_TITLES.get(ds, ds)}",
-            "",
-            f"![qualitative {ds}]({rel})",
-            "",
-        ]
+    for title, alt, figures in (
+        ("Figure 8", "Figure 8", fig8),
+        ("Qualitative", "qualitative", qual),
+    ):
+        for ds, rel in figures.items():
+            lines += [
+                f"### {title} - {DATASET_TITLES.get(ds, ds)}",
+                "",
+                f"![{alt} {ds}]({rel})",
+                "",
+            ]
     if curves:
         lines += ["### Training curves", ""]
         lines += [f"- [{name}]({rel})" for name, rel in curves]
@@ -180,18 +170,6 @@ def _stage(
     return out
 
 
-def _replace(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, replacing a previous file or folder of that name."""
-    if dst.is_dir() and not dst.is_symlink():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
-
-
 def build_report(
     ctx: ReportContext,
     results: str | Path,
@@ -222,7 +200,7 @@ def build_report(
         result = _stage(ctx, Path(results), staging, Path(data_root) if data_root else None, curves)
         # summary.md last: its presence means everything it links is in place
         for name in ("tables", "figures", "runs_index.csv", "summary.md"):
-            _replace(staging / name, out / name)
+            replace_path(staging / name, out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result

@@ -1,6 +1,7 @@
 """Collect run results into one tidy table.
 
-A results tree is laid out as ``{results}/{dataset}/{variant}/r{ratio}/s{seed}/`` (one run
+A results tree is laid out as ``{results}/{dataset}/{variant}/r{ratio}/s{seed}/``
+(:data:`semiseg3d.grid.layout.RUN_PATH`; one run
 folder per grid point). Each run folder may hold ``config.yaml`` (the resolved training
 config), ``model_final.pt`` (training finished), ``metrics.csv`` (testing finished),
 ``predictions/<ID>.nii.gz`` and ``live/`` (dvclive training curves).
@@ -14,16 +15,16 @@ layout are ignored.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from semiseg3d.errors import InputError
+from semiseg3d.grid.layout import parse_ratio_dir, parse_seed_dir
+from semiseg3d.io.yamlio import read_yaml
 
 __all__ = [
     "METRICS",
@@ -63,9 +64,6 @@ INDEX_COLUMNS = (
     "run_dir",
 )
 
-_RATIO = re.compile(r"^r(\d+)$")
-_SEED = re.compile(r"^s(\d+)$")
-
 
 @dataclass(frozen=True)
 class RunInfo:
@@ -98,15 +96,7 @@ class RunInfo:
 def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: cannot read run config ({exc.__class__.__name__})") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    return data
+    return read_yaml(path, "run config", expect="a mapping of config keys")
 
 
 def _subdirs(path: Path) -> list[Path]:
@@ -132,12 +122,12 @@ def find_runs(results: str | Path) -> list[RunInfo]:
     for ds in _subdirs(root):
         for var in _subdirs(ds):
             for rdir in _subdirs(var):
-                m_ratio = _RATIO.match(rdir.name)
-                if not m_ratio:
+                ratio = parse_ratio_dir(rdir.name)
+                if ratio is None:
                     continue
                 for sdir in _subdirs(rdir):
-                    m_seed = _SEED.match(sdir.name)
-                    if not m_seed:
+                    seed = parse_seed_dir(sdir.name)
+                    if seed is None:
                         continue
                     if (sdir / "metrics.csv").is_file():
                         status = "tested"
@@ -149,8 +139,8 @@ def find_runs(results: str | Path) -> list[RunInfo]:
                         RunInfo(
                             dataset=ds.name,
                             variant=var.name,
-                            ratio=int(m_ratio.group(1)),
-                            seed=int(m_seed.group(1)),
+                            ratio=ratio,
+                            seed=seed,
                             path=sdir,
                             status=status,
                             config=_read_config(sdir / "config.yaml"),

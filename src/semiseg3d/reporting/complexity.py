@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
+from semiseg3d.cliargs import add_xyz_option
 from semiseg3d.config.registry import method_names
 from semiseg3d.methods import networks
 from semiseg3d.models.complexity import check_patch, count_params, legacy_macs, true_macs
@@ -68,13 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="dual",
         help="a network or a method's networks (default: dual)",
     )
-    parser.add_argument(
+    add_xyz_option(
+        parser,
         "--patch",
-        nargs=3,
-        type=int,
+        "input size in voxels, each a multiple of 16 (default: 112 112 80, the LA patch)",
         metavar=("D", "H", "W"),
-        default=[112, 112, 80],
-        help="input size in voxels, each a multiple of 16 (default: 112 112 80, the LA patch)",
+        default=(112, 112, 80),
     )
 
 

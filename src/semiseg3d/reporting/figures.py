@@ -23,13 +23,13 @@ import pandas as pd
 from semiseg3d.errors import InputError
 from semiseg3d.io.atomic import atomic_path
 from semiseg3d.reporting.collect import curve_files
-from semiseg3d.reporting.tables import (
+from semiseg3d.reporting.context import (
     DATASET_TITLES,
-    MAIN_METHODS,
     ReportContext,
     cell_stats,
     sweep_value,
 )
+from semiseg3d.reporting.tables import MAIN_METHODS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

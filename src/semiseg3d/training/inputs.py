@@ -13,6 +13,7 @@ from semiseg3d.config.run import TrainConfig, config_from_mapping, labeled_count
 from semiseg3d.data.volumes import check_volume_headers, read_list
 from semiseg3d.errors import InputError
 from semiseg3d.io.atomic import remove_stale_temps, write_text_atomic
+from semiseg3d.io.yamlio import read_yaml
 from semiseg3d.methods import get_method
 from semiseg3d.training.checkpoint import (
     CHECKPOINT_NAME,
@@ -139,12 +140,7 @@ def check_run_config(cfg: TrainConfig, out_dir: Path, *, write: bool = True) -> 
     new = cfg.to_dict()
     cfg_path = out_dir / CONFIG_NAME
     if cfg_path.is_file():
-        try:
-            old = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{cfg_path}: not valid YAML ({exc.__class__.__name__})") from exc
-        if not isinstance(old, dict):
-            raise InputError(f"{cfg_path}: expected a mapping of config keys")
+        old = read_yaml(cfg_path, "run config", expect="a mapping of config keys")
         diff = config_differences(config_from_mapping(old, str(cfg_path)).to_dict(), new)
         if diff:
             raise InputError(

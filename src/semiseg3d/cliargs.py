@@ -1,0 +1,37 @@
+"""Command-line options that several ``semiseg3d`` commands share the shape of."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+__all__ = ["add_xyz_option"]
+
+
+def add_xyz_option(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    help: str,
+    *,
+    kind: type = int,
+    metavar: tuple[str, str, str] = ("X", "Y", "Z"),
+    default: Sequence[float] | None = None,
+) -> None:
+    """An option taking three values, one per axis (x, y, z), e.g. ``--patch 112 112 80``.
+
+    Args:
+        parser: the command's parser.
+        flag: the option, ``--name``.
+        help: its help text.
+        kind: ``int`` (voxels) or ``float`` (millimetres).
+        metavar: the three names shown in the usage line.
+        default: the value when the option is absent (None: absent stays None).
+    """
+    parser.add_argument(
+        flag,
+        nargs=3,
+        type=kind,
+        metavar=metavar,
+        default=list(default) if default is not None else None,
+        help=help,
+    )
