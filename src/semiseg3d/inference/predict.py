@@ -287,7 +287,7 @@ def predict_scan(
         InputError: missing run or scan, unreadable scan, no recipe, CUDA asked for but not
             available, unsupported output type.
     """
-    from semiseg3d.inference.test_run import load_trained, prepared_rule
+    from semiseg3d.inference.test_run import inference_probe, load_trained, prepared_rule
 
     run = Path(run_dir)
     out = Path(out)
@@ -320,7 +320,9 @@ def predict_scan(
         dev = torch.device(device)
         opts, source = recipe_for_run(run, cfg.data_dir, cfg.dataset, preprocess)
         image = read_image(scan)
-        accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev, cfg.patch)
+        accel = resolve_acceleration(
+            cfg.amp, cfg.channels_last, dev, inference_probe(cfg, nets, batch_size)
+        )
         members, prob_fn, lcc = prepared_rule(cfg, nets, accel)
         pred = predict_image(
             image,

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from semiseg3d.accel import Acceleration, resolve_acceleration
+from semiseg3d.bf16check import Bf16Probe
 from semiseg3d.data.dataset import VolumeDataset
 from semiseg3d.data.volumes import read_list
 from semiseg3d.errors import InputError
@@ -43,6 +44,7 @@ from semiseg3d.training.config import TrainConfig, config_from_mapping
 __all__ = [
     "add_arguments",
     "main",
+    "inference_probe",
     "load_trained",
     "prepared_rule",
     "test_run",
@@ -52,6 +54,17 @@ __all__ = [
 
 PREDICTIONS_NAME = "predictions"
 METRICS_NAME = "metrics.csv"
+
+
+def inference_probe(cfg: TrainConfig, nets: dict[str, nn.Module], batch_size: int) -> Bf16Probe:
+    """The CPU bf16 self-check of sliding-window inference: the trained networks in eval mode
+    on one window batch ``(batch_size, 1, *patch)``."""
+    return Bf16Probe(
+        build=lambda: list(nets.values()),
+        shape=(batch_size, 1, *cfg.patch),
+        train=False,
+        label=cfg.method,
+    )
 
 
 def load_trained(run_dir: str | Path) -> tuple[TrainConfig, dict[str, nn.Module]]:
@@ -164,7 +177,9 @@ def test_run(
     if device is None:
         device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"
     dev = torch.device(device)
-    accel = resolve_acceleration(cfg.amp, cfg.channels_last, dev, cfg.patch)
+    accel = resolve_acceleration(
+        cfg.amp, cfg.channels_last, dev, inference_probe(cfg, nets, batch_size)
+    )
     from semiseg3d.baselines import BASELINES
 
     members, prob_fn, lcc = prepared_rule(cfg, nets, accel, subnet)

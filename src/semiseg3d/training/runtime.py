@@ -25,12 +25,14 @@ from typing import Any
 import torch
 
 from semiseg3d.accel import Acceleration, resolve_acceleration
+from semiseg3d.bf16check import Bf16Probe
 from semiseg3d.errors import InputError
 from semiseg3d.training.config import TrainConfig
 
 __all__ = [
     "resolve_device",
     "Precision",
+    "training_probe",
     "RunFeedback",
     "LOG_NAME",
     "LIVE_NAME",
@@ -53,6 +55,21 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
     return torch.device("cuda")
 
 
+def training_probe(cfg: TrainConfig) -> Bf16Probe:
+    """The CPU bf16 self-check of a training run: the method's freshly built networks, in
+    train mode, on one batch of ``(batch_labeled [+ batch_unlabeled], 1, *patch)``."""
+    from semiseg3d.baselines import get_method
+
+    method = get_method(cfg)
+    batch = cfg.batch_labeled + (cfg.batch_unlabeled if method.uses_unlabeled else 0)
+    return Bf16Probe(
+        build=lambda: list(method.build()[1].values()),
+        shape=(batch, 1, *cfg.patch),
+        train=True,
+        label=cfg.method,
+    )
+
+
 @dataclass
 class Precision:
     """Mixed precision and memory format of a run (:mod:`semiseg3d.accel`).
@@ -72,9 +89,10 @@ class Precision:
         """``cfg.amp`` and ``cfg.channels_last`` resolved for ``device`` (CPU and CUDA alike).
 
         Raises:
-            InputError: ``amp: fp16`` on a CPU.
+            InputError: ``amp: fp16`` on a CPU, or ``amp: bf16`` on a CPU whose bf16
+                self-check fails for the run's networks and batch.
         """
-        accel = resolve_acceleration(cfg.amp, cfg.channels_last, device, cfg.patch)
+        accel = resolve_acceleration(cfg.amp, cfg.channels_last, device, training_probe(cfg))
         scaler = torch.amp.GradScaler(device.type, enabled=accel.dtype == torch.float16)
         return cls(accel=accel, scaler=scaler)
 
