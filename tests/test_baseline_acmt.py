@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from method_step_harness import FakeContext, config_for, run_step
+from step_harness import FakeContext, config_for, run_step
 from torch import nn
 
-from semiseg3d.baselines import acmt as acmt_module
-from semiseg3d.baselines.acmt import (
+from semiseg3d.errors import InputError
+from semiseg3d.methods import acmt as acmt_module
+from semiseg3d.methods.acmt import (
     ACMT,
-    BATCH_RULE,
     DEFAULT_LCC,
     ACMTSettings,
-    check_batch,
     ent_consistency,
     ent_threshold,
     mu_consistency,
@@ -35,7 +33,6 @@ from semiseg3d.baselines.acmt import (
     perr_uncertainty,
     serr_consistency,
 )
-from semiseg3d.errors import InputError
 from semiseg3d.models.complexity import count_params
 
 
@@ -94,7 +91,7 @@ class _SampleLogits(nn.Module):
 
 
 def test_mu_uncertainty_averages_each_sample_over_eight_passes() -> None:
-    method = ACMT(config_for("acmt", acmt_variant="mu"))
+    method = ACMT(config_for("acmt", {"variant": "mu"}))
     method.attach({"vnet": _SampleLogits()}, {"teacher": _SampleLogits()})
     x_u = torch.cat([torch.zeros(1, 1, 2, 2, 2), torch.full((1, 1, 2, 2, 2), 10.0)])
     ctx = FakeContext(2, (2, 2, 2))
@@ -221,32 +218,28 @@ def test_serr_falls_back_to_the_plain_mse() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("cleanlab") is not None, reason="cleanlab installed")
 def test_serr_without_cleanlab_is_refused() -> None:
-    with pytest.raises(InputError, match="acmt_variant.*cleanlab"):
-        ACMT(config_for("acmt", acmt_variant="serr"))
+    with pytest.raises(InputError, match="method_options.variant.*cleanlab"):
+        ACMT(config_for("acmt", {"variant": "serr"}))
 
 
 # -- settings, batch rules, parameters ---------------------------------------------------------
 
 
 def test_settings_and_batch_rules() -> None:
-    s = ACMTSettings.from_config(SimpleNamespace())
+    s = ACMTSettings.from_config(config_for("acmt"))
     assert (s.variant, s.mu_net, s.perr_entropy) == ("ent", "student", "code")
-    for key, bad in (
-        ("acmt_variant", "entropy"),
-        ("acmt_mu_net", "both"),
-        ("acmt_perr_entropy", "x"),
-    ):
-        with pytest.raises(InputError, match=f"config key '{key}' must be one of"):
-            ACMTSettings.from_config(SimpleNamespace(**{key: bad}))
-    assert BATCH_RULE(2, 2) == "" and BATCH_RULE(2, 4) == ""
-    assert "batch_unlabeled >= 2" in BATCH_RULE(2, 1)
-    perr_code = ACMTSettings(variant="perr")
-    assert check_batch(perr_code, 2, 2) == "" and "<= 2" in check_batch(perr_code, 2, 3)
-    assert check_batch(ACMTSettings(variant="perr", perr_entropy="fixed"), 2, 3) == ""
-    with pytest.raises(InputError, match="acmt_perr_entropy"):
-        ACMT(config_for("acmt", acmt_variant="perr", batch_unlabeled=3))
-    with pytest.raises(InputError, match="method 'acmt'"):
-        ACMT(config_for("acmt", batch_unlabeled=1))
+    for key, bad in (("variant", "entropy"), ("mu_net", "both"), ("perr_entropy", "x")):
+        with pytest.raises(InputError, match=f"'method_options.{key}' must be one of"):
+            config_for("acmt", {key: bad})
+    assert config_for("acmt", batch_unlabeled=4).batch_unlabeled == 4
+    with pytest.raises(InputError, match="'batch_unlabeled' must be >= 2 for method 'acmt'"):
+        config_for("acmt", batch_unlabeled=1)
+    # P-Err's released entropy broadcast runs for B_u <= 2 only; 'fixed' lifts the limit
+    assert config_for("acmt", {"variant": "perr"}).batch_unlabeled == 2
+    with pytest.raises(InputError, match="<= 2 for method 'acmt' with method_options.variant"):
+        config_for("acmt", {"variant": "perr"}, batch_unlabeled=3)
+    config_for("acmt", {"variant": "perr", "perr_entropy": "fixed"}, batch_unlabeled=3)
+    config_for("acmt", {"variant": "ent"}, batch_unlabeled=3)
     assert not DEFAULT_LCC and not ACMT.default_lcc
 
 
@@ -281,11 +274,11 @@ def test_one_step_under_two_plus_two(
         return lambda labels, pred: labels != pred.argmax(1)
 
     monkeypatch.setattr(acmt_module, "cleanlab_finder", fake_finder)
-    method = ACMT(config_for("acmt", iterations=100, acmt_variant=variant))
+    method = ACMT(config_for("acmt", {"variant": variant}, iterations=100))
     res = run_step(method, t=0)
     assert res.no_grad == []
-    assert res.recorder.network_calls("vnet") == student_calls
-    assert res.recorder.network_calls("teacher") == teacher_calls
+    assert res.recorder.sizes("vnet") == student_calls
+    assert res.recorder.sizes("teacher") == teacher_calls
     assert res.recorder.smallest() >= 2
     assert float(res.terms["cons_weight"]) == pytest.approx(0.1 * math.exp(-5))
     assert math.isfinite(float(res.terms["cons"]))

@@ -6,15 +6,14 @@ single sample."""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from method_step_harness import config_for, run_step
+from step_harness import config_for, run_step
 
-from semiseg3d.baselines.cpcl import (
-    BATCH_RULE,
+from semiseg3d.errors import InputError
+from semiseg3d.methods.cpcl import (
     CPCL,
     DEFAULT_LCC,
     CPCLSettings,
@@ -26,7 +25,6 @@ from semiseg3d.baselines.cpcl import (
     stability_loss,
     u2l_loss,
 )
-from semiseg3d.errors import InputError
 from semiseg3d.models import VNet
 from semiseg3d.models.complexity import count_params
 from semiseg3d.models.cpcl import FeatureVNet
@@ -227,17 +225,16 @@ def test_parameter_counts_and_vnet_state() -> None:
 
 
 def test_settings_and_batch_rule() -> None:
-    s = CPCLSettings.from_config(SimpleNamespace())
+    s = CPCLSettings.from_config(config_for("cpcl"))
     assert (s.proto_grad, s.feature) == (False, "x8")
-    with pytest.raises(InputError, match="config key 'cpcl_feature'"):
-        CPCLSettings.from_config(SimpleNamespace(cpcl_feature="x9"))
-    with pytest.raises(InputError, match="config key 'cpcl_proto_grad'"):
-        CPCLSettings.from_config(SimpleNamespace(cpcl_proto_grad="yes"))
-    assert BATCH_RULE(2, 2) == "" and BATCH_RULE(4, 4) == ""
-    assert "batch_labeled = batch_unlabeled" in BATCH_RULE(2, 1)
-    assert BATCH_RULE(1, 1) and BATCH_RULE(2, 4)
-    with pytest.raises(InputError, match="method 'cpcl'"):
-        CPCL(config_for("cpcl", batch_labeled=2, batch_unlabeled=1))
+    with pytest.raises(InputError, match="config key 'method_options.feature'"):
+        config_for("cpcl", {"feature": "x9"})
+    with pytest.raises(InputError, match="config key 'method_options.proto_grad'"):
+        config_for("cpcl", {"proto_grad": "yes"})
+    config_for("cpcl", batch_labeled=4, batch_unlabeled=4)
+    for bl, bu in ((2, 1), (1, 1), (2, 4)):
+        with pytest.raises(InputError, match="method 'cpcl'"):
+            config_for("cpcl", batch_labeled=bl, batch_unlabeled=bu)
     assert not DEFAULT_LCC and not CPCL.default_lcc
 
 
@@ -246,11 +243,11 @@ def test_settings_and_batch_rule() -> None:
 
 @pytest.mark.parametrize("proto_grad", [False, True])
 def test_one_step_under_two_plus_two(proto_grad: bool) -> None:
-    method = CPCL(config_for("cpcl", iterations=100, cpcl_proto_grad=proto_grad))
+    method = CPCL(config_for("cpcl", {"proto_grad": proto_grad}, iterations=100))
     res = run_step(method, t=0)
     assert res.no_grad == []
-    assert res.recorder.network_calls("vnet") == [4]
-    assert res.recorder.network_calls("teacher") == [4, 2]  # noisy batch, then clean x_u
+    assert res.recorder.sizes("vnet") == [4]
+    assert res.recorder.sizes("teacher") == [4, 2]  # noisy batch, then clean x_u
     assert res.recorder.smallest() >= 2
     assert float(res.terms["cons_weight"]) == pytest.approx(0.1 * math.exp(-5))
     # EMA at t = 0 copies the student

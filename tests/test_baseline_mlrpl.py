@@ -5,15 +5,14 @@ one training step under 2 + 2 with no forward on a single sample."""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from method_step_harness import config_for, run_step, toy_batch
+from step_harness import config_for, run_step, toy_batch
 
-from semiseg3d.baselines.mlrpl import (
-    BATCH_RULE,
+from semiseg3d.errors import InputError
+from semiseg3d.methods.mlrpl import (
     DEFAULT_LCC,
     MLRPL,
     MLRPLSettings,
@@ -25,7 +24,6 @@ from semiseg3d.baselines.mlrpl import (
     prototype_cosines,
     weighted_ce,
 )
-from semiseg3d.errors import InputError
 from semiseg3d.models import VNet
 from semiseg3d.models.baselines import mcnet_vnet_state
 from semiseg3d.models.complexity import count_params
@@ -222,15 +220,16 @@ def test_decoder1_loads_into_a_plain_vnet() -> None:
 
 
 def test_settings_and_batch_rule() -> None:
-    assert MLRPLSettings.from_config(SimpleNamespace()).decoders == 2
-    assert MLRPLSettings.from_config(SimpleNamespace(mlrpl_decoders=3)).decoders == 3
-    with pytest.raises(InputError, match="config key 'mlrpl_decoders'"):
-        MLRPLSettings.from_config(SimpleNamespace(mlrpl_decoders=4))
-    assert MLRPLSettings.from_config(SimpleNamespace()).ce_input == "logits"
-    with pytest.raises(InputError, match="config key 'mlrpl_ce_input'"):
-        MLRPLSettings.from_config(SimpleNamespace(mlrpl_ce_input="softmax"))
-    assert BATCH_RULE(2, 2) == "" and BATCH_RULE(1, 1) == ""
-    assert "batch_unlabeled" in BATCH_RULE(2, 0)
+    assert MLRPLSettings.from_config(config_for("mlrpl")).decoders == 2
+    assert MLRPLSettings.from_config(config_for("mlrpl", {"decoders": 3})).decoders == 3
+    with pytest.raises(InputError, match="config key 'method_options.decoders'"):
+        config_for("mlrpl", {"decoders": 4})
+    assert MLRPLSettings.from_config(config_for("mlrpl")).ce_input == "logits"
+    with pytest.raises(InputError, match="config key 'method_options.ce_input'"):
+        config_for("mlrpl", {"ce_input": "softmax"})
+    config_for("mlrpl", batch_labeled=1, batch_unlabeled=1)
+    with pytest.raises(InputError, match="'batch_unlabeled' must be >= 1 for method 'mlrpl'"):
+        config_for("mlrpl", batch_unlabeled=0)
     assert not DEFAULT_LCC and not MLRPL.default_lcc
 
 
@@ -242,7 +241,7 @@ def test_one_step_under_two_plus_two() -> None:
     res = run_step(method, t=0)
     assert not res.teachers
     assert res.no_grad == []  # encoder and both decoders learn (Dice on each decoder)
-    assert res.recorder.network_calls("mlrpl") == [4]  # one forward of the whole batch
+    assert res.recorder.sizes("mlrpl") == [4]  # one forward of the whole batch
     assert res.recorder.smallest() >= 2
     # ramp index t = 0 under `shared`: r(0; 1) = e^-5
     assert float(res.terms["cons_weight"]) == pytest.approx(math.exp(-5))

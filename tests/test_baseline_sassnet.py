@@ -8,13 +8,13 @@ import math
 
 import pytest
 import torch
-from step_harness_a import BatchRecorder, FakeContext, config_for, sgd_step, toy_batch
+from step_harness import BatchRecorder, FakeContext, config_for, sgd_step, toy_batch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from semiseg3d.baselines.common import ramp
-from semiseg3d.baselines.sassnet import (
-    BATCH_RULE,
+from semiseg3d.errors import InputError
+from semiseg3d.methods.common import ramp
+from semiseg3d.methods.sassnet import (
     DEFAULT_LCC,
     SASSNetMethod,
     SASSNetSettings,
@@ -25,7 +25,6 @@ from semiseg3d.baselines.sassnet import (
     generator_targets,
     sdf_mse,
 )
-from semiseg3d.errors import InputError
 from semiseg3d.models.complexity import count_params
 from semiseg3d.models.sassnet import SASSNet, SDFDiscriminator, discriminator_input
 
@@ -123,16 +122,19 @@ def test_adversarial_weight_rule_and_settings() -> None:
     assert adversarial_weight(s, config_for("sassnet", extra={"ratio": 10})) == 0.015
     assert adversarial_weight(s, config_for("sassnet", extra={"ratio": 20})) == 0.01
     assert adversarial_weight(s, config_for("sassnet", labeled=8)) == 0.01  # unknown: default
-    explicit = SASSNetSettings.from_config(config_for("sassnet", sassnet_w_adv=0.02))
+    explicit = SASSNetSettings.from_config(config_for("sassnet", {"w_adv": 0.02}))
     assert adversarial_weight(explicit, config_for("sassnet", labeled_ratio=0.1)) == 0.02
-    with pytest.raises(InputError, match="config key 'sassnet_w_adv'"):
-        SASSNetSettings.from_config(config_for("sassnet", sassnet_w_adv=-1.0))
-    assert BATCH_RULE(2, 2) == "" and BATCH_RULE(1, 1) == ""
-    assert "batch_unlabeled" in BATCH_RULE(2, 0) and "batch_labeled" in BATCH_RULE(0, 2)
+    with pytest.raises(InputError, match="config key 'method_options.w_adv'"):
+        config_for("sassnet", {"w_adv": -1.0})
+    config_for("sassnet", batch_labeled=1, batch_unlabeled=1)
+    with pytest.raises(InputError, match="'batch_unlabeled' must be >= 1 for method 'sassnet'"):
+        config_for("sassnet", batch_unlabeled=0)
+    with pytest.raises(InputError, match="'batch_labeled'"):
+        config_for("sassnet", batch_labeled=0)
 
 
 def test_generator_term_reaches_the_sdf_map_not_the_discriminator() -> None:
-    from semiseg3d.baselines.sassnet import _frozen_eval
+    from semiseg3d.methods.sassnet import _frozen_eval
 
     torch.manual_seed(0)
     d = SDFDiscriminator().train()

@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from step_harness_a import BatchRecorder, FakeContext, config_for, sgd_step, toy_batch
+from step_harness import BatchRecorder, FakeContext, config_for, sgd_step, toy_batch
 from torch import nn
 
-from semiseg3d.baselines.ssnet import (
-    BATCH_RULE,
+from semiseg3d.errors import InputError
+from semiseg3d.methods.ssnet import (
     DEFAULT_LCC,
     SSNetMethod,
     SSNetSettings,
@@ -27,7 +27,6 @@ from semiseg3d.baselines.ssnet import (
     vat_distance,
     vat_magnitude,
 )
-from semiseg3d.errors import InputError
 from semiseg3d.models import VNet
 from semiseg3d.models.complexity import count_params
 from semiseg3d.models.ssnet import SSNet, ssnet_vnet_state
@@ -240,14 +239,15 @@ def test_ramp_index_shared_vs_own() -> None:
 def test_settings_and_batch_rule() -> None:
     s = SSNetSettings.from_config(config_for("ssnet"))
     assert (s.eps_rule, s.bg_memory, s.memory_pick) == ("per_voxel", False, "lowest")
-    with pytest.raises(InputError, match="config key 'ssnet_eps_rule'"):
-        SSNetSettings.from_config(config_for("ssnet", ssnet_eps_rule="kl"))
-    with pytest.raises(InputError, match="config key 'ssnet_memory_pick'"):
-        SSNetSettings(memory_pick="random").validate()
-    with pytest.raises(InputError, match="config key 'ssnet_bg_memory'"):
-        SSNetSettings(bg_memory="yes").validate()  # type: ignore[arg-type]
-    assert BATCH_RULE(2, 2) == "" and BATCH_RULE(1, 1) == ""
-    assert "batch_unlabeled" in BATCH_RULE(2, 0)
+    with pytest.raises(InputError, match="config key 'method_options.eps_rule'"):
+        config_for("ssnet", {"eps_rule": "kl"})
+    with pytest.raises(InputError, match="config key 'method_options.memory_pick'"):
+        config_for("ssnet", {"memory_pick": "random"})
+    with pytest.raises(InputError, match="config key 'method_options.bg_memory'"):
+        config_for("ssnet", {"bg_memory": "yes"})
+    config_for("ssnet", batch_labeled=1, batch_unlabeled=1)
+    with pytest.raises(InputError, match="'batch_unlabeled' must be >= 1 for method 'ssnet'"):
+        config_for("ssnet", batch_unlabeled=0)
 
 
 # -- one full step ---------------------------------------------------------------------------
@@ -255,7 +255,7 @@ def test_settings_and_batch_rule() -> None:
 
 @pytest.mark.parametrize(("bg_memory", "shape"), [(False, (32, 32, 16)), (True, (16, 16, 16))])
 def test_one_step_under_two_plus_two(bg_memory: bool, shape: tuple[int, int, int]) -> None:
-    cfg = config_for("ssnet", patch=shape, rampup_length=0, ssnet_bg_memory=bg_memory)
+    cfg = config_for("ssnet", {"bg_memory": bg_memory}, patch=shape, rampup_length=0)
     method = SSNetMethod(cfg)
     torch.manual_seed(0)
     _, nets = method.build()

@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from step_harness_a import BatchRecorder, FakeContext, config_for, sgd_step, toy_batch
+from step_harness import BatchRecorder, FakeContext, config_for, sgd_step, toy_batch
 
-from semiseg3d.baselines.common import ramp
-from semiseg3d.baselines.urpc import (
-    BATCH_RULE,
+from semiseg3d.errors import InputError
+from semiseg3d.methods.common import ramp
+from semiseg3d.methods.urpc import (
     DEFAULT_LCC,
     URPC,
     URPCSettings,
@@ -22,7 +22,6 @@ from semiseg3d.baselines.urpc import (
     urpc_supervised,
     urpc_uncertainty,
 )
-from semiseg3d.errors import InputError
 from semiseg3d.models import VNet
 from semiseg3d.models.complexity import count_params
 from semiseg3d.models.urpc import URPCNet
@@ -53,7 +52,7 @@ def test_heads_are_full_size_and_main_head_is_a_vnet() -> None:
     assert isinstance(member, VNet) and count_params(member) == 9_448_866
     with torch.no_grad():
         assert torch.equal(member(x)[0], outs[0])
-        mean = URPC(config_for("urpc", urpc_infer="mean"))
+        mean = URPC(config_for("urpc", {"infer": "mean"}))
         probs = mean.prob_fn(mean.inference_nets({"vnet": net}, None))(x)
     expected = sum(torch.softmax(z, 1) for z in outs) / 4
     assert torch.allclose(probs, expected, atol=1e-6)
@@ -169,10 +168,11 @@ def test_ramp_of_both_recipes() -> None:
 
 def test_settings_and_batch_rule() -> None:
     assert URPCSettings.from_config(config_for("urpc")).infer == "main"
-    with pytest.raises(InputError, match="config key 'urpc_infer'"):
-        URPCSettings.from_config(config_for("urpc", urpc_infer="max"))
-    assert BATCH_RULE(2, 2) == "" and BATCH_RULE(1, 1) == ""
-    assert "batch_labeled" in BATCH_RULE(0, 2)
+    with pytest.raises(InputError, match="config key 'method_options.infer'"):
+        config_for("urpc", {"infer": "max"})
+    config_for("urpc", batch_labeled=1, batch_unlabeled=1)
+    with pytest.raises(InputError, match="'batch_unlabeled' must be >= 1 for method 'urpc'"):
+        config_for("urpc", batch_unlabeled=0)
 
 
 # -- one full step ---------------------------------------------------------------------------

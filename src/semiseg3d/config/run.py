@@ -1,7 +1,8 @@
 """Training configuration: one typed, validated record per run.
 
 A run's config is a flat YAML mapping whose keys are the fields of :class:`TrainConfig`.
-The ``method`` key's choices, batch rules and recipes come from the method registry
+The ``method`` key's choices, batch rules, recipes, the options of ``method_options`` (a
+mapping of the method's own settings) and presets come from the method registry
 (:mod:`semiseg3d.config.registry`).
 ``semiseg3d run-config`` writes one per grid point from ``params.yaml``; ``semiseg3d train
 --config FILE --set KEY=VALUE`` reads it. Unknown keys and out-of-range values are
@@ -21,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from semiseg3d.config.registry import check_batch, method_names
+from semiseg3d.config.registry import apply_preset, check_batch, method_names, preset_of
 from semiseg3d.errors import InputError
 from semiseg3d.io.yamlio import read_yaml
 
@@ -58,6 +59,7 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "channels_last": (True, False, "auto"),
     "cache_volumes": (True, False, "auto"),
     "eval_subnet": ("both", "a", "b"),
+    "efs_entropy_input": ("logits", "probs"),
 }
 
 #: keys that take true, false or "auto"
@@ -114,6 +116,9 @@ class TrainConfig:
     bcp_pretrain_steps: int = 2000  #: BCP: labeled-only copy-paste pre-training steps
     mcnet_infer: str = "decoder1"  #: MC-Net(+): decoder1 (published) | mean of the decoders
     mcnet_detach_target: bool = False  #: MC-Net(+): detach the sharpened targets
+    #: the method's own settings (SS-Net, URPC, SASSNet, CPCL, AC-MT, ML-RPL, LUSEG): names,
+    #: values and defaults declared by its registry entry (README: method options)
+    method_options: dict[str, Any] = field(default_factory=dict)
     mode: str = "paper"  #: paper (spec 3) or code_faithful (spec 2)
     use_cr: bool = True
     use_cps: bool = True
@@ -121,6 +126,9 @@ class TrainConfig:
     use_ue: bool = True
     use_pgl: bool = True
     ic_distance: str = "cosine"
+    #: code_faithful: EFS / PGL entropies of the raw logits (AIPMLab's script) | of the
+    #: probabilities (LUSEG); changes only the logged EFS and PGL values
+    efs_entropy_input: str = "logits"
     cr_distance: str = "mse"
     pgl_third_term: bool = True
     pgl_proto_term_sign: int = 1
@@ -168,12 +176,20 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)  #: free-form labels (variant name...)
 
     def __post_init__(self) -> None:
+        _apply_preset(self)
         _validate(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-able dict (tuples as lists)."""
         out = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+#: every field's default (``method_options`` and ``extra``: empty mappings)
+_FIELD_DEFAULTS: dict[str, Any] = {
+    f.name: {} if f.default is dataclasses.MISSING else f.default
+    for f in dataclasses.fields(TrainConfig)
+}
 
 
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
@@ -214,11 +230,25 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
         if not isinstance(value, str):
             raise InputError(f"{where} must be a string, got {value!r}")
         return value
-    if isinstance(default, dict) or name == "extra":
+    if isinstance(default, dict) or name in ("extra", "method_options"):
         if not isinstance(value, dict):
             raise InputError(f"{where} must be a mapping, got {value!r}")
         return value
     return value
+
+
+def _apply_preset(cfg: TrainConfig) -> None:
+    """A preset method (LUSEG): its fixed keys that are still at their defaults take the
+    preset's values; other values are refused (:func:`~semiseg3d.config.registry.apply_preset`)."""
+    if cfg.method not in method_names():
+        return  # refused by _validate
+    keys = preset_of(cfg.method, cfg.method_options)
+    if not keys:
+        return
+    current = {k: getattr(cfg, k) for k in keys}
+    defaults = {k: _FIELD_DEFAULTS[k] for k in keys}
+    for key, value in apply_preset(cfg.method, cfg.method_options, current, defaults).items():
+        object.__setattr__(cfg, key, value)
 
 
 def _validate(cfg: TrainConfig) -> None:
@@ -250,7 +280,7 @@ def _validate(cfg: TrainConfig) -> None:
         )
     if list(cfg.lr_steps) != sorted(cfg.lr_steps):
         raise InputError(f"config key 'lr_steps' must be increasing, got {list(cfg.lr_steps)}")
-    check_batch(cfg.method, cfg.batch_labeled, cfg.batch_unlabeled)
+    check_batch(cfg.method, cfg.batch_labeled, cfg.batch_unlabeled, cfg.method_options)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -291,6 +321,7 @@ def config_from_mapping(
     if unknown:
         named = [key_sources[k] for k in unknown if k in key_sources]
         raise InputError(f"{', '.join(named) if named else source}: unknown key(s) {unknown}")
+    _check_explicit_preset(data, source, key_sources)
     defaults = TrainConfig()
     kwargs = {}
     for name, value in data.items():
@@ -308,6 +339,25 @@ def config_from_mapping(
         raise InputError(f"{where}: {message}") from exc
 
 
+def _check_explicit_preset(data: dict[str, Any], source: str, key_sources: dict[str, str]) -> None:
+    """A preset method's fixed key written out with another value (even the default) is
+    refused, naming where it was set."""
+    method, options = data.get("method"), data.get("method_options") or {}
+    if method not in method_names() or not isinstance(options, dict):
+        return
+    try:
+        keys = preset_of(method, options)
+    except InputError:
+        return  # refused with its own message when the config is built
+    for key, value in keys.items():
+        if key in data and data[key] != value:
+            where = key_sources.get(key, source)
+            raise InputError(
+                f"{where}: config key '{key}' = {data[key]!r}: method '{method}' is a preset "
+                f"that fixes {key}: {value!r} (use method 'dual' for other settings)"
+            )
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML config file (or none) and apply ``overrides``; validate everything."""
     data: dict[str, Any] = {}
@@ -315,8 +365,15 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     if path is not None:
         source = str(path)
         data.update(read_yaml(path, "config file", expect="a mapping of config keys"))
-    data.update(overrides or {})
-    return config_from_mapping(data, source, {k: f"--set {k}" for k in overrides or {}})
+    sources: dict[str, str] = {}
+    for key, value in (overrides or {}).items():
+        if key.startswith("method_options."):  # --set method_options.variant=mu
+            data["method_options"] = {**(data.get("method_options") or {}), key[15:]: value}
+            sources["method_options"] = f"--set {key}"
+        else:
+            data[key] = value
+            sources[key] = f"--set {key}"
+    return config_from_mapping(data, source, sources)
 
 
 def labeled_count(cfg: TrainConfig, n_train: int) -> int:

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from semiseg3d.config.registry import method_names, preset_of
 from semiseg3d.config.run import TrainConfig, config_from_mapping
 from semiseg3d.errors import InputError
 from semiseg3d.grid.layout import PROCESSED, RUN, RUN_PATH, SPLIT
@@ -261,11 +262,20 @@ def dataset_settings(params: Mapping[str, Any], dataset: str) -> dict[str, Any]:
 
 
 def variant_settings(params: Mapping[str, Any], dataset: str, variant: str) -> dict[str, Any]:
-    """The dataset's settings with the variant's switches laid over them."""
+    """The dataset's settings with the variant's switches laid over them; for a preset
+    method (LUSEG) the preset's keys replace the dataset's (a variant that sets one of them
+    otherwise is refused when the config is built)."""
     variants = params.get("variants", {}) or {}
     if variant not in variants:
         raise InputError(f"params: unknown variant '{variant}' (not defined under variants)")
-    return {**dataset_settings(params, dataset), **(variants[variant] or {})}
+    base = dataset_settings(params, dataset)
+    own = variants[variant] or {}
+    method = own.get("method", base.get("method"))
+    preset: dict[str, Any] = {}
+    if method in method_names():
+        options = own.get("method_options", base.get("method_options")) or {}
+        preset = preset_of(method, options) if isinstance(options, Mapping) else {}
+    return {**base, **preset, **own}
 
 
 def canonical_order(params: Mapping[str, Any]) -> list[str]:

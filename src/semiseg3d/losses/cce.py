@@ -252,8 +252,10 @@ def efs_code_faithful(
     Args:
         probs_a: (B_u, 2, X, Y, Z) detached softmax copy of network A ("student").
         probs_b: (B_u, 2, X, Y, Z) detached softmax copy of network B.
-        logits_a: (B_u, 2, X, Y, Z) raw logits of A ("teacher").
-        logits_b: (B_u, 2, X, Y, Z) raw logits of B.
+        logits_a: (B_u, 2, X, Y, Z) raw logits of A ("teacher"): the entropy input (LUSEG,
+            ``efs_entropy_input: probs``: the probabilities instead, which makes the
+            uncertain set non-empty).
+        logits_b: (B_u, 2, X, Y, Z) the same of B.
         alpha: the ``percent`` argument (C: 20).
 
     Returns:

@@ -24,7 +24,9 @@ extra terms as in C (values identical to C's ``r_loss`` / ``v_loss``)::
     loss_W = CE_W + Dice_W + lam CR_W + EFS_W
 
 where EFS are constants (no gradient), PGL is computed under ``no_grad`` (NaN with C's
-inputs, never reaching a parameter), UE has the temperature only before its argmax, and
+inputs, never reaching a parameter; ``efs_entropy_input: probs`` takes the EFS / PGL
+entropies of the probabilities instead of the raw logits, as LUSEG does: only the logged
+EFS and PGL values change), UE has the temperature only before its argmax, and
 there is no CPS term. IC (inter-network consistency) is one shared term, counted once.
 
 The winner W is network B (V-Net) when ``Dice_B < Dice_A``, else A (ResNet); the loser L
@@ -117,6 +119,7 @@ class DualSettings:
     use_ue: bool
     use_pgl: bool
     ic_distance: str
+    efs_entropy_input: str
     cr_distance: str
     pgl_third_term: bool
     pgl_proto_term_sign: int
@@ -387,7 +390,12 @@ def _code(step: _Step) -> DualTerms:
     if cfg.use_efs or cfg.use_pgl:
         pa_u = pa[n_l:].clone().detach()
         pb_u = pb[n_l:].clone().detach()
-        efs_a, efs_b, target = efs_code_faithful(pa_u, pb_u, za[n_l:], zb[n_l:], cfg.alpha)
+        # the released script takes the entropies of the raw logits; LUSEG of the probabilities
+        if cfg.efs_entropy_input == "probs":
+            ent_a, ent_b = pa_u, pb_u
+        else:
+            ent_a, ent_b = za[n_l:], zb[n_l:]
+        efs_a, efs_b, target = efs_code_faithful(pa_u, pb_u, ent_a, ent_b, cfg.alpha)
         if cfg.use_efs:
             t["efs_a"], t["efs_b"] = efs_a, efs_b
         if cfg.use_pgl:

@@ -10,7 +10,10 @@ predict`` hold no per-method code: they ask the run's :class:`Method` for
   step ``t`` (BCP adds its pre-training stage);
 - ``loss(ctx, t, image, label_l)``: the scalar to back-propagate and the named terms to log,
   for the batch of step ``t`` (labeled samples first);
-- ``after_step(t)``: EMA updates;
+- ``after_step(t)``: EMA updates (SASSNet: its discriminator's own optimizer step);
+- ``state_dict()`` / ``load_state_dict(state)``: state the method keeps beside its
+  networks and teachers that a resume needs (SASSNet's discriminator and its Adam state,
+  SS-Net's prototype memory); saved in ``checkpoint.pt`` (empty by default);
 - ``inference_nets(nets, subnet)`` and ``prob_fn(members)``: the networks and the
   probability function of the method's own inference rule; ``default_lcc``: whether its own
   test keeps the largest connected component.
@@ -25,17 +28,20 @@ rule; ``semiseg3d complexity`` counts what :meth:`build` and :meth:`build_teache
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from semiseg3d.config.registry import method_options
 from semiseg3d.config.run import TrainConfig
 from semiseg3d.errors import InputError
 from semiseg3d.losses.ramps import lr_at
 from semiseg3d.models.probs import ProbFn, softmax_ensemble
 
-__all__ = ["StepContext", "Method", "ProbFn", "softmax_ensemble", "config_lr"]
+__all__ = ["StepContext", "Method", "ProbFn", "softmax_ensemble", "config_lr", "method_settings"]
+
+_S = TypeVar("_S")
 
 
 def config_lr(cfg: TrainConfig, t: int) -> float:
@@ -44,6 +50,13 @@ def config_lr(cfg: TrainConfig, t: int) -> float:
     return float(
         lr_at(t, cfg.lr, cfg.lr_policy, cfg.lr_steps, cfg.lr_gamma, cfg.iterations, cfg.poly_power)
     )
+
+
+def method_settings(cls: type[_S], cfg: TrainConfig) -> _S:
+    """A method's ``<Name>Settings`` dataclass from the run's ``method_options``: the
+    options its registry entry declares, validated there, defaults filled in (the
+    dataclass's fields are the option names)."""
+    return cls(**method_options(cfg.method, cfg.method_options))
 
 
 class StepContext(Protocol):
@@ -117,6 +130,15 @@ class Method:
 
     def after_step(self, t: int) -> None:
         """Called after the optimizer step of ``t`` (EMA updates)."""
+
+    # -- method state --------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """State beyond the trained networks and teachers that a resume needs (saved in
+        ``checkpoint.pt`` after :meth:`attach`); none by default."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (called after :meth:`attach`)."""
 
     # -- inference -----------------------------------------------------------------------
     def inference_nets(self, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:

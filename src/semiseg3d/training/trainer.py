@@ -18,7 +18,8 @@ One call of :func:`train` runs (or resumes) the run in ``out_dir``:
    networks are built (``dual``: :class:`~semiseg3d.models.DualNet`, ``.resnet`` = Subnet A,
    ``.vnet`` = Subnet B, one SGD optimizer each; ``suponly``: a :class:`~semiseg3d.models.VNet`
    and one optimizer; a baseline: its trained networks, one optimizer each, and its EMA
-   teachers) and, when ``DIR/checkpoint.pt`` exists, everything is restored from it.
+   teachers) and, when ``DIR/checkpoint.pt`` exists, everything is restored from it (the
+   method's own state too, :meth:`~semiseg3d.methods.base.Method.state_dict`).
    A ``recipe: own`` config is first resolved to the original's settings
    (:func:`semiseg3d.config.registry.resolve_recipe`).
 3. Iteration ``t`` (0-based) sets the learning rate of every optimizer to
@@ -247,6 +248,8 @@ class _Run:
             opt.load_state_dict(ckpt["optimizers"][name])
         for name, teacher in self.teachers.items():
             teacher.load_state_dict(ckpt["teachers"][name])
+        if "method_state" in ckpt:
+            self.method.load_state_dict(ckpt["method_state"])
         self.precision.scaler.load_state_dict(ckpt["scaler"])
         restore_rng_state(ckpt["rng"])
         self.pgl_gen.set_state(ckpt["pgl_generator"])
@@ -258,11 +261,16 @@ class _Run:
         """Write the full state after ``iteration`` optimizer steps."""
         rng = capture_rng_state()
         rng["perturbation"] = self.noise_gen.get_state()
-        teachers = {"teachers": {n: t.state_dict() for n, t in self.teachers.items()}}
+        extra: dict[str, Any] = {}
+        if self.teachers:
+            extra["teachers"] = {n: t.state_dict() for n, t in self.teachers.items()}
+        method_state = self.method.state_dict()
+        if method_state:  # SASSNet's discriminator + Adam, SS-Net's memory
+            extra["method_state"] = method_state
         save_checkpoint(
             self.out_dir / CHECKPOINT_NAME,
             {
-                **(teachers if self.teachers else {}),
+                **extra,
                 "iteration": iteration,
                 "config": self.cfg.to_dict(),
                 "models": {name: net.state_dict() for name, net in self.nets.items()},

@@ -13,9 +13,9 @@ Per step (student f_theta and EMA teacher f_theta', both V-Nets returning x8 as 
    ``P_U2L`` on f_l; ``L_U2L = CE(P_U2L, y)`` with the probabilities taken as logits.
 6. ``L = 0.5 (CE + D_mc) + r(t; 0.1) (L_L2U + L_stab) + 10 r(t; 0.1) L_U2L``; SGD, then EMA.
 
-As released (``cpcl_proto_grad: false``) the features and prototypes are detached, so
+As released (``method_options.proto_grad: false``) the features and prototypes are detached, so
 L_L2U and L_U2L carry no gradient: the method trains as a mean teacher with a logit MSE.
-``cpcl_proto_grad: true`` keeps the student's features and labelled prototypes in the graph.
+``method_options.proto_grad: true`` keeps the student's features and labelled prototypes in the graph.
 Inference: the student, softmax, argmax, no LCC.
 """
 
@@ -28,11 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semiseg3d.baselines.base import Method, StepContext
-from semiseg3d.baselines.common import dice_sq, ema_update, freeze, ramp
-from semiseg3d.baselines.uamt import clipped_noise, uamt_ema_alpha
-from semiseg3d.errors import InputError
 from semiseg3d.losses.supervised import ce_loss
+from semiseg3d.methods.base import Method, StepContext, method_settings
+from semiseg3d.methods.common import dice_sq, ema_update, freeze, ramp
+from semiseg3d.methods.uamt import clipped_noise, uamt_ema_alpha
 
 __all__ = [
     "W_MAX",
@@ -41,8 +40,6 @@ __all__ = [
     "EMA_DECAY",
     "DEFAULT_LCC",
     "CPCLSettings",
-    "BATCH_RULE",
-    "batch_rule",
     "dice_mc",
     "resize_to",
     "masked_prototype",
@@ -65,7 +62,7 @@ DEFAULT_LCC = False
 
 @dataclasses.dataclass(frozen=True)
 class CPCLSettings:
-    """CPCL's own settings (config keys ``cpcl_*``).
+    """CPCL's options (``method_options``: ``proto_grad``, ``feature``).
 
     Attributes:
         proto_grad: ``False`` (released code: features and prototypes detached, L_L2U and
@@ -78,45 +75,10 @@ class CPCLSettings:
     proto_grad: bool = False
     feature: str = "x8"
 
-    def validate(self) -> CPCLSettings:
-        """Raise :class:`InputError` naming the key of a bad value; return self."""
-        if not isinstance(self.proto_grad, bool):
-            raise InputError(
-                f"config key 'cpcl_proto_grad' must be true or false, got {self.proto_grad!r}"
-            )
-        if self.feature not in ("x8", "x5"):
-            raise InputError(
-                f"config key 'cpcl_feature' must be one of ['x8', 'x5'], got {self.feature!r}"
-            )
-        return self
-
     @classmethod
     def from_config(cls, cfg: Any) -> CPCLSettings:
-        """The settings of a run config (spec defaults for keys it lacks), validated."""
-        return cls(
-            proto_grad=getattr(cfg, "cpcl_proto_grad", False),
-            feature=getattr(cfg, "cpcl_feature", "x8"),
-        ).validate()
-
-
-def batch_rule(batch_labeled: int, batch_unlabeled: int) -> str:
-    """The empty string when CPCL can train on this batch, else the one-line reason.
-
-    The teacher's clean forward runs on the unlabelled slice alone (>= 2 samples for
-    BatchNorm), and the prototypes of labelled sample n act on unlabelled sample n and back
-    (B_l = B_u).
-    """
-    if batch_unlabeled < 2 or batch_labeled != batch_unlabeled:
-        return (
-            "method 'cpcl' needs batch_labeled = batch_unlabeled >= 2 (teacher forward on the "
-            f"unlabelled slice, prototypes paired by sample); got {batch_labeled} + "
-            f"{batch_unlabeled}"
-        )
-    return ""
-
-
-#: the batch rule the config validation calls: ``(batch_labeled, batch_unlabeled) -> reason``
-BATCH_RULE = batch_rule
+        """The run's ``method_options`` (validated by the method registry, defaults filled)."""
+        return method_settings(cls, cfg)
 
 
 def dice_mc(probs: Tensor, label: Tensor) -> Tensor:
@@ -268,9 +230,6 @@ class CPCL(Method):
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.settings = CPCLSettings.from_config(cfg)
-        reason = BATCH_RULE(cfg.batch_labeled, cfg.batch_unlabeled)
-        if reason:
-            raise InputError(reason)
 
     def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
         from semiseg3d.models.cpcl import FeatureVNet

@@ -26,17 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semiseg3d.baselines.base import Method, StepContext
-from semiseg3d.baselines.common import dice_lin, ramp
 from semiseg3d.errors import InputError
+from semiseg3d.methods.base import Method, StepContext, method_settings
+from semiseg3d.methods.common import dice_lin, ramp
 
 __all__ = [
     "LAMBDA",
     "W_MAX",
     "DEFAULT_LCC",
     "MLRPLSettings",
-    "BATCH_RULE",
-    "batch_rule",
     "entropy",
     "class_prototypes",
     "prototype_cosines",
@@ -58,7 +56,7 @@ DEFAULT_LCC = False  #: the original test's ``nms`` defaults to 0
 
 @dataclasses.dataclass(frozen=True)
 class MLRPLSettings:
-    """ML-RPL's own settings (config keys ``mlrpl_*``).
+    """ML-RPL's options (``method_options``: ``decoders``, ``ce_input``).
 
     Attributes:
         decoders: K, 2 (released code: transposed + nearest) or 3 (adds MC-Net's trilinear
@@ -71,43 +69,10 @@ class MLRPLSettings:
     decoders: int = 2
     ce_input: str = "logits"
 
-    def validate(self) -> MLRPLSettings:
-        """Raise :class:`InputError` naming the key of a bad value; return self."""
-        if isinstance(self.decoders, bool) or self.decoders not in (2, 3):
-            raise InputError(f"config key 'mlrpl_decoders' must be 2 or 3, got {self.decoders!r}")
-        if self.ce_input not in ("logits", "probs"):
-            raise InputError(
-                f"config key 'mlrpl_ce_input' must be one of ['logits', 'probs'], "
-                f"got {self.ce_input!r}"
-            )
-        return self
-
     @classmethod
     def from_config(cls, cfg: Any) -> MLRPLSettings:
-        """The settings of a run config (spec defaults for keys it lacks), validated."""
-        return cls(
-            decoders=getattr(cfg, "mlrpl_decoders", 2),
-            ce_input=getattr(cfg, "mlrpl_ce_input", "logits"),
-        ).validate()
-
-
-def batch_rule(batch_labeled: int, batch_unlabeled: int) -> str:
-    """The empty string when ML-RPL can train on ``batch_labeled + batch_unlabeled``
-    samples per step, else the one-line reason (config validation).
-
-    Its one forward runs on the whole batch, so it needs two samples in all and at least one
-    labelled one (the Dice term) and one unlabelled one.
-    """
-    if batch_labeled < 1 or batch_unlabeled < 1:
-        return (
-            "method 'mlrpl' needs batch_labeled >= 1 and batch_unlabeled >= 1; "
-            f"got {batch_labeled} + {batch_unlabeled}"
-        )
-    return ""
-
-
-#: the batch rule the config validation calls: ``(batch_labeled, batch_unlabeled) -> reason``
-BATCH_RULE = batch_rule
+        """The run's ``method_options`` (validated by the method registry, defaults filled)."""
+        return method_settings(cls, cfg)
 
 
 def entropy(probs: Tensor, eps: float = ENTROPY_EPS) -> Tensor:
@@ -261,9 +226,6 @@ class MLRPL(Method):
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.settings = MLRPLSettings.from_config(cfg)
-        reason = BATCH_RULE(cfg.batch_labeled, cfg.batch_unlabeled)
-        if reason:
-            raise InputError(reason)
 
     def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
         from semiseg3d.models.mlrpl import MLRPL_UPS, MLRPLNet

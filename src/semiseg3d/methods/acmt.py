@@ -9,14 +9,14 @@ target, ``d = (softmax(z_u) - softmax(z'_n))^2`` (B_u x 2 x voxels);
 - ``ent`` (default): voxels whose normalised student entropy is at least
   ``0.75 + 0.2 rho(t; T)`` (0.751348 -> 0.95), ``L_cons = sum(M d) / (sum M + 1e-16)`` with the
   mask on both channels.
-- ``mu``: 8 noisy passes of the STUDENT (as released; ``acmt_mu_net: teacher`` for UA-MT's
+- ``mu``: 8 noisy passes of the STUDENT (as released; ``method_options.mu_net: teacher`` for UA-MT's
   choice), entropy of their mean at least ``(0.75 + 0.15 rho(t; T)) ln 2``; the mask is
   counted once in the denominator (twice Ent's normalisation).
 - ``perr``: 10 more clean teacher passes; certain voxels (std of ``sigmoid(z / 2)`` < 0.1) give
   a rectified label, its prototypes on the mean teacher x8 label every voxel by the nearer
   prototype; voxels where that label disagrees with the student's argmax are "noisy" and get
   the consistency; the "clean" ones get an entropy penalty (released: with a sample/class
-  broadcasting quirk, ``acmt_perr_entropy: code | fixed``).
+  broadcasting quirk, ``method_options.perr_entropy: code | fixed``).
 - ``serr``: cleanlab's ``find_label_issues`` (optional dependency) over the unlabelled
   voxels flags the ambiguous ones; plain MSE if it fails.
 
@@ -36,13 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semiseg3d.baselines.base import Method, StepContext
-from semiseg3d.baselines.common import ema_update, freeze, ramp
-from semiseg3d.baselines.cpcl import dice_mc, masked_prototype, resize_to
-from semiseg3d.baselines.uamt import clipped_noise, uamt_ema_alpha, uncertainty
 from semiseg3d.errors import InputError
 from semiseg3d.losses.ramps import sigmoid_rampup
 from semiseg3d.losses.supervised import ce_loss
+from semiseg3d.methods.base import Method, StepContext, method_settings
+from semiseg3d.methods.common import ema_update, freeze, ramp
+from semiseg3d.methods.cpcl import dice_mc, masked_prototype, resize_to
+from semiseg3d.methods.uamt import clipped_noise, uamt_ema_alpha, uncertainty
 
 __all__ = [
     "VARIANTS",
@@ -50,9 +50,6 @@ __all__ = [
     "EMA_DECAY",
     "DEFAULT_LCC",
     "ACMTSettings",
-    "BATCH_RULE",
-    "batch_rule",
-    "check_batch",
     "ent_threshold",
     "mu_threshold",
     "normalized_entropy",
@@ -84,7 +81,7 @@ IssueFinder = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class ACMTSettings:
-    """AC-MT's own settings (config keys ``acmt_*``).
+    """AC-MT's options (``method_options``: ``variant``, ``mu_net``, ``perr_entropy``).
 
     Attributes:
         variant: the ambiguity selector, ``ent`` (default), ``mu``, ``perr`` or ``serr``.
@@ -98,56 +95,10 @@ class ACMTSettings:
     mu_net: str = "student"
     perr_entropy: str = "code"
 
-    def validate(self) -> ACMTSettings:
-        """Raise :class:`InputError` naming the key of a bad value; return self."""
-        for key, value, choices in (
-            ("acmt_variant", self.variant, VARIANTS),
-            ("acmt_mu_net", self.mu_net, ("student", "teacher")),
-            ("acmt_perr_entropy", self.perr_entropy, ("code", "fixed")),
-        ):
-            if value not in choices:
-                raise InputError(
-                    f"config key '{key}' must be one of {list(choices)}, got {value!r}"
-                )
-        return self
-
     @classmethod
     def from_config(cls, cfg: Any) -> ACMTSettings:
-        """The settings of a run config (spec defaults for keys it lacks), validated."""
-        return cls(
-            variant=getattr(cfg, "acmt_variant", "ent"),
-            mu_net=getattr(cfg, "acmt_mu_net", "student"),
-            perr_entropy=getattr(cfg, "acmt_perr_entropy", "code"),
-        ).validate()
-
-
-def batch_rule(batch_labeled: int, batch_unlabeled: int) -> str:
-    """The empty string when AC-MT (any variant) can train on this batch, else the reason:
-    the teacher runs on the unlabelled slice alone, so it needs two unlabelled samples."""
-    if batch_labeled < 1 or batch_unlabeled < 2:
-        return (
-            "method 'acmt' needs batch_labeled >= 1 and batch_unlabeled >= 2 (its teacher "
-            f"runs on the unlabelled slice alone); got {batch_labeled} + {batch_unlabeled}"
-        )
-    return ""
-
-
-#: the batch rule the config validation calls: ``(batch_labeled, batch_unlabeled) -> reason``
-BATCH_RULE = batch_rule
-
-
-def check_batch(settings: ACMTSettings, batch_labeled: int, batch_unlabeled: int) -> str:
-    """:func:`batch_rule` plus the variant's own limit: P-Err's released entropy term
-    (``acmt_perr_entropy: code``) only runs for B_u <= 2."""
-    reason = batch_rule(batch_labeled, batch_unlabeled)
-    if not reason and settings.variant == "perr" and settings.perr_entropy == "code":
-        if batch_unlabeled > 2:
-            reason = (
-                "method 'acmt' with acmt_variant 'perr' and acmt_perr_entropy 'code' needs "
-                f"batch_unlabeled <= 2 (the released entropy broadcast); got {batch_unlabeled}"
-                " (use acmt_perr_entropy: fixed)"
-            )
-    return reason
+        """The run's ``method_options`` (validated by the method registry, defaults filled)."""
+        return method_settings(cls, cfg)
 
 
 # -- thresholds and entropies ------------------------------------------------------------------
@@ -340,7 +291,7 @@ def cleanlab_finder() -> IssueFinder:
     """
     if importlib.util.find_spec("cleanlab") is None:
         raise InputError(
-            "config key 'acmt_variant' = serr needs the optional package cleanlab "
+            "config key 'method_options.variant' = serr needs the optional package cleanlab "
             "(pip install 'cleanlab>=2'), which is not installed"
         )
     from cleanlab.filter import find_label_issues
@@ -360,9 +311,6 @@ class ACMT(Method):
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.settings = ACMTSettings.from_config(cfg)
-        reason = check_batch(self.settings, cfg.batch_labeled, cfg.batch_unlabeled)
-        if reason:
-            raise InputError(reason)
         self.finder = cleanlab_finder() if self.settings.variant == "serr" else None
 
     def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:

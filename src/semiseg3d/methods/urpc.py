@@ -6,7 +6,7 @@ Per step: ``L = (1/8) sum_k [CE(z_k,l, y) + D_mc(p_k,l, y)] + r_R(t; 0.1) L_cons
 the unlabeled slice ``L_cons = (1/4) sum_k L_cons,k`` pulls each head towards the heads' mean
 ``p_bar`` with a per-voxel weight ``exp(-v_k)``, ``v_k = KL(p_bar || p_k)``, plus the mean
 ``v_k`` itself; nothing is detached. R = ``rampup_length`` (40 under ``shared``, 400 in the
-original). Inference: the main head (``urpc_infer: main``) or the mean of the four heads'
+original). Inference: the main head (``method_options.infer: main``) or the mean of the four heads'
 softmax (``mean``); no largest-component post-processing.
 """
 
@@ -19,17 +19,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from semiseg3d.baselines.base import Method, StepContext
-from semiseg3d.baselines.common import dice_sq, ramp
 from semiseg3d.errors import InputError
-from semiseg3d.inference.sliding_window import ProbFn
 from semiseg3d.losses.supervised import ce_loss
+from semiseg3d.methods.base import Method, StepContext, method_settings
+from semiseg3d.methods.common import dice_sq, ramp
+from semiseg3d.models.probs import ProbFn
 
 __all__ = [
     "W_MAX",
     "DEFAULT_LCC",
     "URPCSettings",
-    "BATCH_RULE",
     "dice_mc",
     "urpc_supervised",
     "urpc_uncertainty",
@@ -47,7 +46,7 @@ WEIGHT_EPS = 1e-8
 
 @dataclass(frozen=True)
 class URPCSettings:
-    """URPC's switches (config key ``urpc_infer``).
+    """URPC's option (``method_options.infer``).
 
     Attributes:
         infer: ``main`` (the original's test: the full-size head on x9) or ``mean`` (the
@@ -56,32 +55,10 @@ class URPCSettings:
 
     infer: str = "main"
 
-    def validate(self) -> URPCSettings:
-        """Return ``self``; raise :class:`InputError` naming the key when a value is bad."""
-        if self.infer not in ("main", "mean"):
-            raise InputError(
-                f"config key 'urpc_infer' must be one of ['main', 'mean'], got {self.infer!r}"
-            )
-        return self
-
     @classmethod
     def from_config(cls, cfg: Any) -> URPCSettings:
-        """Read ``urpc_infer`` from ``cfg`` (default where absent) and validate it."""
-        return cls(infer=getattr(cfg, "urpc_infer", cls.infer)).validate()
-
-
-def BATCH_RULE(batch_labeled: int, batch_unlabeled: int) -> str:  # noqa: N802
-    """Why URPC cannot run on ``batch_labeled + batch_unlabeled`` samples ("" if it can).
-
-    One forward of the whole batch; supervision needs a labeled sample and the consistency
-    an unlabeled one.
-    """
-    if batch_labeled < 1 or batch_unlabeled < 1:
-        return (
-            "method 'urpc' needs batch_labeled >= 1 and batch_unlabeled >= 1, got "
-            f"{batch_labeled} + {batch_unlabeled}"
-        )
-    return ""
+        """The run's ``method_options`` (validated by the method registry, defaults filled)."""
+        return method_settings(cls, cfg)
 
 
 def dice_mc(probs: Tensor, label: Tensor) -> Tensor:

@@ -29,11 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semiseg3d.baselines.base import Method, StepContext
-from semiseg3d.baselines.common import dice_sq, ramp
-from semiseg3d.baselines.dtc import sdf_target
-from semiseg3d.errors import InputError
-from semiseg3d.inference.sliding_window import ProbFn
+from semiseg3d.methods.base import Method, StepContext, method_settings
+from semiseg3d.methods.common import dice_sq, ramp
+from semiseg3d.methods.dtc import sdf_target
+from semiseg3d.models.probs import ProbFn
 
 __all__ = [
     "BETA",
@@ -43,7 +42,6 @@ __all__ = [
     "D_BETAS",
     "DEFAULT_LCC",
     "SASSNetSettings",
-    "BATCH_RULE",
     "adversarial_weight",
     "sdf_mse",
     "generator_targets",
@@ -70,7 +68,7 @@ LOW_RATIO_MAX = 0.15
 
 @dataclass(frozen=True)
 class SASSNetSettings:
-    """SASSNet's switch (config key ``sassnet_w_adv``).
+    """SASSNet's option (``method_options.w_adv``).
 
     Attributes:
         w_adv: final adversarial weight; None (default) = by the labeled fraction: 0.015 up
@@ -80,26 +78,16 @@ class SASSNetSettings:
 
     w_adv: float | None = None
 
-    def validate(self) -> SASSNetSettings:
-        """Return ``self``; raise :class:`InputError` naming the key when the value is bad."""
-        w = self.w_adv
-        if w is not None and (isinstance(w, bool) or not isinstance(w, int | float) or w < 0):
-            raise InputError(
-                f"config key 'sassnet_w_adv' must be a number >= 0 or null (by the labeled "
-                f"fraction), got {w!r}"
-            )
-        return self
-
     @classmethod
     def from_config(cls, cfg: Any) -> SASSNetSettings:
-        """Read ``sassnet_w_adv`` from ``cfg`` (None where absent) and validate it."""
-        return cls(w_adv=getattr(cfg, "sassnet_w_adv", None)).validate()
+        """The run's ``method_options`` (validated by the method registry, defaults filled)."""
+        return method_settings(cls, cfg)
 
 
 def adversarial_weight(settings: SASSNetSettings, cfg: Any) -> float:
     """The final adversarial weight w_adv of a run.
 
-    ``sassnet_w_adv`` when set; otherwise from the labeled fraction: ``labeled_ratio``, or
+    ``method_options.w_adv`` when set; otherwise from the labeled fraction: ``labeled_ratio``, or
     the grid's ``extra["ratio"]`` (percent); 0.015 up to 15 %, 0.01 above; 0.01 (the
     script's default) when the fraction is unknown.
     """
@@ -114,26 +102,12 @@ def adversarial_weight(settings: SASSNetSettings, cfg: Any) -> float:
     return W_ADV_LOW if ratio <= LOW_RATIO_MAX else W_ADV_HIGH
 
 
-def BATCH_RULE(batch_labeled: int, batch_unlabeled: int) -> str:  # noqa: N802
-    """Why SASSNet cannot run on ``batch_labeled + batch_unlabeled`` samples ("" if it can).
-
-    The discriminator's targets are built from both counts (the original hard-codes
-    [1, 1, 0, 0]): it needs at least one labeled and one unlabeled sample.
-    """
-    if batch_labeled < 1 or batch_unlabeled < 1:
-        return (
-            "method 'sassnet' needs batch_labeled >= 1 and batch_unlabeled >= 1 (its "
-            f"discriminator tells them apart), got {batch_labeled} + {batch_unlabeled}"
-        )
-    return ""
-
-
 def sdf_mse(sdf_pred: Tensor, sdf_gt: Tensor) -> Tensor:
     """``L_sdf = mean (d - g)^2`` over the labeled samples and voxels.
 
     Args:
         sdf_pred: (B_l, X, Y, Z) predicted SDF ``tanh(z_d)``.
-        sdf_gt: (B_l, X, Y, Z) targets (:func:`~semiseg3d.baselines.dtc.sdf_target`); a sample
+        sdf_gt: (B_l, X, Y, Z) targets (:func:`~semiseg3d.methods.dtc.sdf_target`); a sample
             that is NaN (all foreground: undefined) is left out.
 
     Returns:

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semiseg3d.baselines.base import Method, StepContext
-from semiseg3d.baselines.common import dice_lin, ramp
 from semiseg3d.errors import InputError
 from semiseg3d.losses.supervised import ce_loss
+from semiseg3d.methods.base import Method, StepContext, method_settings
+from semiseg3d.methods.common import dice_lin, ramp
 
 __all__ = [
     "XI",
@@ -46,7 +46,6 @@ __all__ = [
     "W_MAX",
     "DEFAULT_LCC",
     "SSNetSettings",
-    "BATCH_RULE",
     "vat_magnitude",
     "normalize_per_sample",
     "vat_distance",
@@ -82,7 +81,8 @@ RowFn = Callable[[Tensor], Tensor]
 
 @dataclass(frozen=True)
 class SSNetSettings:
-    """SS-Net's switches (config keys ``ssnet_*``); defaults = the released code.
+    """SS-Net's options (``method_options``: ``eps_rule``, ``bg_memory``, ``memory_pick``);
+    defaults = the released code.
 
     Attributes:
         eps_rule: ``per_voxel`` (xi and eps scaled by sqrt(N / 1,003,520), the same
@@ -97,47 +97,10 @@ class SSNetSettings:
     bg_memory: bool = False
     memory_pick: str = "lowest"
 
-    def validate(self) -> SSNetSettings:
-        """Return ``self``; raise :class:`InputError` naming the first bad key."""
-        if self.eps_rule not in ("per_voxel", "fixed"):
-            raise InputError(
-                f"config key 'ssnet_eps_rule' must be one of ['per_voxel', 'fixed'], "
-                f"got {self.eps_rule!r}"
-            )
-        if not isinstance(self.bg_memory, bool):
-            raise InputError(
-                f"config key 'ssnet_bg_memory' must be true or false, got {self.bg_memory!r}"
-            )
-        if self.memory_pick not in ("lowest", "highest"):
-            raise InputError(
-                f"config key 'ssnet_memory_pick' must be one of ['lowest', 'highest'], "
-                f"got {self.memory_pick!r}"
-            )
-        return self
-
     @classmethod
     def from_config(cls, cfg: Any) -> SSNetSettings:
-        """Read ``ssnet_eps_rule``, ``ssnet_bg_memory``, ``ssnet_memory_pick`` from ``cfg``
-        (defaults where absent) and validate them."""
-        return cls(
-            eps_rule=getattr(cfg, "ssnet_eps_rule", cls.eps_rule),
-            bg_memory=getattr(cfg, "ssnet_bg_memory", cls.bg_memory),
-            memory_pick=getattr(cfg, "ssnet_memory_pick", cls.memory_pick),
-        ).validate()
-
-
-def BATCH_RULE(batch_labeled: int, batch_unlabeled: int) -> str:  # noqa: N802
-    """Why SS-Net cannot run on ``batch_labeled + batch_unlabeled`` samples ("" if it can).
-
-    Every network forward runs on the whole batch; the supervised term and the labeled
-    class separation need a labeled sample, the unlabeled class separation an unlabeled one.
-    """
-    if batch_labeled < 1 or batch_unlabeled < 1:
-        return (
-            "method 'ssnet' needs batch_labeled >= 1 and batch_unlabeled >= 1, got "
-            f"{batch_labeled} + {batch_unlabeled}"
-        )
-    return ""
+        """The run's ``method_options`` (validated by the method registry, defaults filled)."""
+        return method_settings(cls, cfg)
 
 
 def vat_magnitude(value: float, patch: Sequence[int], rule: str = "per_voxel") -> float:
