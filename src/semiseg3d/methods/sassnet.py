@@ -219,10 +219,17 @@ class SASSNetMethod(Method):
 
     # -- method state ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """``{"discriminator": D's state, "optimizer": its Adam state}``."""
+        """``{"discriminator": D's state, "optimizer": its Adam state}`` and, after a D
+        step, ``"last_d_loss"`` (logged by the next step as ``disc_prev``)."""
         if self.disc is None or self.d_opt is None:
             raise RuntimeError("SASSNetMethod.state_dict: build() and attach() first")
-        return {"discriminator": self.disc.state_dict(), "optimizer": self.d_opt.state_dict()}
+        state: dict[str, Any] = {
+            "discriminator": self.disc.state_dict(),
+            "optimizer": self.d_opt.state_dict(),
+        }
+        if self._last_d_loss is not None:
+            state["last_d_loss"] = self._last_d_loss.detach().cpu()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore D and its Adam from :meth:`state_dict` (after :meth:`attach`)."""
@@ -230,6 +237,8 @@ class SASSNetMethod(Method):
             raise RuntimeError("SASSNetMethod.load_state_dict: build() and attach() first")
         self.disc.load_state_dict(state["discriminator"])
         self.d_opt.load_state_dict(state["optimizer"])
+        last = state.get("last_d_loss")
+        self._last_d_loss = None if last is None else last.to(next(self.disc.parameters()).device)
 
     # -- one step ----------------------------------------------------------------------------
     def loss(
