@@ -136,12 +136,14 @@ def run_step(
     shape: tuple[int, int, int] = (16, 16, 16),
     t: int = 0,
     extra_modules: Mapping[str, nn.Module] | None = None,
+    nan_total_ok: bool = False,
 ) -> StepResult:
     """Build ``method``'s networks, run ``loss`` at step ``t`` on a toy batch, back-propagate,
     take one SGD step on the trained networks and call ``after_step(t)`` (recorded too).
 
-    Checks on the way: the total is a finite scalar; no teacher parameter gets a gradient
-    or is changed by the SGD step. ``extra_modules``: further networks to record (e.g. a
+    Checks on the way: the total is a finite scalar (``nan_total_ok``: a NaN without
+    gradient may be added, as the released dual script's PGL term; every gradient must
+    still be finite); no teacher parameter gets a gradient or is changed by the SGD step. ``extra_modules``: further networks to record (e.g. a
     discriminator the method keeps outside its trained networks); when None, every child
     of the method's container that is not a trained network or teacher is recorded as
     ``model.<name>``.
@@ -168,12 +170,15 @@ def run_step(
     recorder = BatchRecorder(watched)
     try:
         total, terms = method.loss(ctx, t, image, label_l)
-        assert total.dim() == 0 and math.isfinite(total.item())
+        assert total.dim() == 0 and (nan_total_ok or math.isfinite(total.item()))
         params = [p for net in nets.values() for p in net.parameters()]
         opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
         opt.zero_grad()
         total.backward()
         no_grad = _no_grad(nets)
+        for net in nets.values():
+            for p in net.parameters():
+                assert p.grad is None or bool(torch.isfinite(p.grad).all()), "non-finite grad"
         for net in teachers.values():
             for p in net.parameters():
                 assert p.grad is None, "a teacher parameter received a gradient"
