@@ -108,9 +108,12 @@ def test_dry_run_lists_every_run_of_the_paper_grid(root: Path, tmp_path: Path) -
     # (+ full at 10 %); Table 5: cr_kl x4 + full at 15 and 25 %; Table 6: no_pgl_third x2;
     # Table 7: 8 alphas (the dataset's own alpha is full); Figure 8: 4 tau, 4 T and 5 lam
     # values (0.6, 0.5 and the dataset's lam are full) = 41; x 3 datasets x 3 seeds = 369.
-    # Baselines of Tables 1-3 (shared recipe), per seed: LA 6 methods x 2 ratios = 12,
-    # Pancreas and BraTS 3 methods (UA-MT, DTC, BCP) x 2 ratios = 6 each; x 3 seeds = 72
-    assert len(expected) == 41 * 3 * 3 + (12 + 6 + 6) * 3
+    # Baselines of Tables 1-3, shared recipe, per seed: LA and Pancreas 10 methods (UA-MT,
+    # SASSNet, DTC, MC-Net, SS-Net, MC-Net+, MCF, BCP, LUSEG, ML-RPL) x 2 ratios = 20 each,
+    # BraTS 7 (UA-MT, DTC, URPC, CPCL, AC-MT, BCP, ML-RPL) x 2 = 14; own recipes where the
+    # specs give one: LA 9 (all but LUSEG, whose own = shared) x 2 = 18, Pancreas 8 (no BCP)
+    # x 2 = 16, BraTS 2 (UA-MT, URPC) x 2 = 4; x 3 seeds
+    assert len(expected) == 41 * 3 * 3 + (20 + 20 + 14) * 3 + (18 + 16 + 4) * 3
     proc = run_snakemake(copy_workflow(root, tmp_path), "-n", "train")
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs, counts = _dry_run_runs(proc.stdout)
@@ -131,6 +134,7 @@ def test_dry_run_of_the_demo(root: Path, tmp_path: Path) -> None:
         "full",
         "suponly",
         "dtc",
+        "urpc",
         "no_pgl",
         "cr_kl",
         "lam0.3",

@@ -33,7 +33,7 @@ def test_demo_dag_end_to_end(root: Path, tmp_path: Path) -> None:
 
     params = deep_merge(load_params(root / "params.yaml", [root / "config/demo.yaml"]), FAST)
     runs = expected_runs(params)
-    assert len(runs) == 7  # full, no_pgl, cr_kl, lam0.3, suponly x2, dtc
+    assert len(runs) == 8  # full, no_pgl, cr_kl, lam0.3, suponly x2, dtc, urpc
     test_ids = (repo / "data/splits/synthetic/r20/test.list").read_text().split()
     assert len(test_ids) == params["data"]["synthetic"]["synth"]["test"]
     for run in sorted(runs):
@@ -68,11 +68,13 @@ def test_demo_dag_end_to_end(root: Path, tmp_path: Path) -> None:
     for prefix in ("table_main", "table4", "table5"):
         for ext in (".md", ".tex", ".csv"):
             assert any(n.startswith(prefix) and n.endswith(ext) for n in tables), (prefix, ext)
+    main = next((reports / "tables").glob("table_main_synthetic*.md")).read_text(encoding="utf-8")
+    assert "| DTC |" in main and "| URPC |" in main  # a new baseline's row, end to end
     figures = {
         p.relative_to(reports / "figures").as_posix() for p in (reports / "figures").rglob("*.png")
     }
     assert "qualitative_synthetic.png" in figures and "figure8_synthetic.png" in figures
-    assert sum(f.startswith("curves/") for f in figures) == 7
+    assert sum(f.startswith("curves/") for f in figures) == 8
 
     # nothing left to do; then one HTML bundle of the tables, figures and run metrics
     again = run_snakemake(repo, "-n", *overlays)

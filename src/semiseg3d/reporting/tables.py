@@ -48,6 +48,7 @@ from semiseg3d.reporting.context import (
 __all__ = [
     "MAIN_ROWS",
     "MAIN_METHODS",
+    "OWN_SUFFIX",
     "CELL_NOTE",
     "Table",
     "latex_escape",
@@ -64,6 +65,9 @@ __all__ = [
 #: baselines by publication year, ours; :data:`semiseg3d.config.registry.METHODS`). A
 #: baseline's complexity is that of every network it trains (teachers included).
 MAIN_ROWS: tuple[ReportRow, ...] = tuple(row for entry in METHODS.values() for row in entry.report)
+#: suffix of a baseline's variant under its original's own recipe (``uamt_own``); such runs
+#: get a row "<label> (own recipe)" right below the baseline's shared-recipe row
+OWN_SUFFIX = "_own"
 #: (variant, row label, network whose complexity the row shows) of :data:`MAIN_ROWS`
 MAIN_METHODS = tuple((row.variant, row.label, row.model) for row in MAIN_ROWS)
 
@@ -236,22 +240,27 @@ def _main_table_number(dataset: str) -> int | None:
 
 
 def main_table(ctx: ReportContext, dataset: str) -> Table | None:
-    """Tables 1-3 layout for one dataset: SupOnly, the baselines, Ours and (if run)
+    """Tables 1-3 layout for one dataset: SupOnly, the baselines in the registry's order
+    (the paper's; each followed by its own-recipe row where run), Ours and (if run)
     code-faithful rows per labeled ratio (a row where runs exist, the grid names it, or the
     paper is quoted for it); the four metrics with the paper's values; parameters and both
-    MAC counts (true and legacy thop-style) at the dataset's patch. None when no row
-    applies."""
+    MAC counts (true and legacy thop-style) at the dataset's patch, with a footnote for each
+    row whose paper complexity figure does not describe the trained networks. None when no
+    row applies."""
     disp_rows: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    for row in MAIN_ROWS:
+    notes: list[str] = []
+    for row, own in _with_own_rows(ctx, dataset):
         variant, label, model = row.variant, row.label, row.model
         ratios = ctx.ratios(dataset, variant)
-        if dataset in PAPER_DATASETS:
+        if dataset in PAPER_DATASETS and not own:
             if row.paper_ratios is not None:  # the paper's own rows
                 ratios |= set(row.paper_ratios)
             else:  # the ratios the paper values quote for it on that dataset
                 quoted = ((ctx.paper.get("runs") or {}).get(dataset) or {}).get(variant) or {}
                 ratios |= {int(r) for r in quoted}
         cx = ctx.model_complexity(model, dataset) if ratios else None
+        if ratios and row.complexity_note and row.complexity_note not in notes:
+            notes.append(row.complexity_note)
         for ratio in sorted(ratios):
             display: dict[str, Any] = {"Method": label, "Labeled": ctx.labeled_text(dataset, ratio)}
             numeric: dict[str, Any] = {
@@ -296,9 +305,25 @@ def main_table(ctx: ReportContext, dataset: str) -> Table | None:
     notes = [
         CELL_NOTE,
         f"Params and MACs: batch 1 at the training patch {patch_text}; 'true' = FlopCounterMode "
-        "FLOPs / 2, 'legacy' = the thop-style rule of the paper's tables (spec 1.5).",
+        "FLOPs / 2, 'legacy' = the thop-style rule of the paper's tables (spec 1.5). A "
+        "baseline counts every network it trains (EMA teachers included).",
+        *notes,
     ]
     return Table(name, title, display, numeric, notes)
+
+
+def _with_own_rows(ctx: ReportContext, dataset: str) -> list[tuple[ReportRow, bool]]:
+    """:data:`MAIN_ROWS` in order, each baseline followed by its ``own``-recipe row where
+    runs of ``<variant>_own`` exist or the grid names them on ``dataset``."""
+    out: list[tuple[ReportRow, bool]] = []
+    for entry in METHODS.values():
+        for row in entry.report:
+            out.append((row, False))
+            own = row.variant + OWN_SUFFIX
+            if entry.baseline and entry.recipes and ctx.ratios(dataset, own):
+                label = f"{row.label} (own recipe)"
+                out.append((ReportRow(own, label, row.model, (), row.complexity_note), True))
+    return out
 
 
 def _rows_table(
