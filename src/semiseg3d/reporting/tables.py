@@ -46,8 +46,8 @@ from semiseg3d.reporting.context import (
 )
 
 __all__ = [
-    "MAIN_ROWS",
-    "MAIN_METHODS",
+    "main_rows",
+    "main_methods",
     "CELL_NOTE",
     "Table",
     "latex_escape",
@@ -60,12 +60,17 @@ __all__ = [
     "write_table",
 ]
 
-#: Tables 1-3: the rows of every registered method, in registry order (SupOnly, the
-#: baselines by publication year, ours; :data:`semiseg3d.config.registry.METHODS`). A
-#: baseline's complexity is that of every network it trains (teachers included).
-MAIN_ROWS: tuple[ReportRow, ...] = tuple(row for entry in METHODS.values() for row in entry.report)
-#: (variant, row label, network whose complexity the row shows) of :data:`MAIN_ROWS`
-MAIN_METHODS = tuple((row.variant, row.label, row.model) for row in MAIN_ROWS)
+
+def main_rows() -> tuple[ReportRow, ...]:
+    """Tables 1-3: the rows of every registered method, in registry order (SupOnly, the
+    baselines by publication year, ours; :data:`semiseg3d.config.registry.METHODS`). A
+    baseline's complexity is that of every network it trains (teachers included)."""
+    return tuple(row for entry in METHODS.values() for row in entry.report)
+
+
+def main_methods() -> tuple[tuple[str, str, str], ...]:
+    """(variant, row label, network whose complexity the row shows) of :func:`main_rows`."""
+    return tuple((row.variant, row.label, row.model) for row in main_rows())
 
 
 @dataclass
@@ -242,7 +247,7 @@ def main_table(ctx: ReportContext, dataset: str) -> Table | None:
     MAC counts (true and legacy thop-style) at the dataset's patch. None when no row
     applies."""
     disp_rows: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    for row in MAIN_ROWS:
+    for row in main_rows():
         variant, label, model = row.variant, row.label, row.model
         ratios = ctx.ratios(dataset, variant)
         if dataset in PAPER_DATASETS:
