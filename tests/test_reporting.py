@@ -610,7 +610,7 @@ def test_qualitative_figure(tmp_path: Path) -> None:
 
 
 def test_cli_report_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import semiseg3d.models.complexity as cx
+    import semiseg3d.reporting.complexity as cx
 
     monkeypatch.setattr(cx, "complexity_report", _fake_complexity)
     data_root, runs = _synthetic_with_predictions(tmp_path)

@@ -242,7 +242,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``semiseg3d report``."""
     from semiseg3d.errors import InputError
-    from semiseg3d.models.complexity import complexity_report
+    from semiseg3d.reporting.complexity import complexity_report
 
     params: dict[str, Any] | None = None
     if args.overlay and args.params is None:

@@ -29,7 +29,7 @@ from semiseg3d.reporting.context import (
     cell_stats,
     sweep_value,
 )
-from semiseg3d.reporting.tables import MAIN_METHODS
+from semiseg3d.reporting.tables import main_methods
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -52,7 +52,11 @@ FIG8_FAMILIES = (
     ("T", "T (UE temperature)"),
     ("lam", "λ (CR weight)"),
 )
-_METHOD_LABELS = {v: label for v, label, _ in MAIN_METHODS}
+
+
+def _method_labels() -> dict[str, str]:
+    """Variant -> its Tables 1-3 row label."""
+    return {v: label for v, label, _ in main_methods()}
 
 
 def _pyplot() -> Any:
@@ -349,7 +353,7 @@ def _methods(
     """(label, ratio, resolved variant, run folder of the lowest tested seed with
     predictions) for each method shown."""
     idx = ctx.index
-    names = list(variants) if variants else [v for v, _, _ in MAIN_METHODS]
+    names = list(variants) if variants else [v for v, _, _ in main_methods()]
     out = []
     for named in names:
         variant = ctx.resolve(dataset, named)
@@ -365,7 +369,7 @@ def _methods(
             for _, row in group.iterrows():
                 run = Path(row["run_dir"])
                 if (run / "predictions").is_dir():
-                    label = f"{_METHOD_LABELS.get(named, named)} {'All' if ratio == 100 else f'{ratio} %'}"
+                    label = f"{_method_labels().get(named, named)} {'All' if ratio == 100 else f'{ratio} %'}"
                     out.append((label, int(ratio), variant, run))
                     break
     return out

@@ -46,8 +46,8 @@ from semiseg3d.reporting.context import (
 )
 
 __all__ = [
-    "MAIN_ROWS",
-    "MAIN_METHODS",
+    "main_rows",
+    "main_methods",
     "OWN_SUFFIX",
     "CELL_NOTE",
     "Table",
@@ -61,15 +61,22 @@ __all__ = [
     "write_table",
 ]
 
-#: Tables 1-3: the rows of every registered method, in registry order (SupOnly, the
-#: baselines by publication year, ours; :data:`semiseg3d.config.registry.METHODS`). A
-#: baseline's complexity is that of every network it trains (teachers included).
-MAIN_ROWS: tuple[ReportRow, ...] = tuple(row for entry in METHODS.values() for row in entry.report)
 #: suffix of a baseline's variant under its original's own recipe (``uamt_own``); such runs
 #: get a row "<label> (own recipe)" right below the baseline's shared-recipe row
 OWN_SUFFIX = "_own"
-#: (variant, row label, network whose complexity the row shows) of :data:`MAIN_ROWS`
-MAIN_METHODS = tuple((row.variant, row.label, row.model) for row in MAIN_ROWS)
+
+
+def main_rows() -> tuple[ReportRow, ...]:
+    """Tables 1-3: the rows of every registered method, in registry order (SupOnly, the
+    baselines in the order of the paper's Tables 1-3, ours;
+    :data:`semiseg3d.config.registry.METHODS`). A baseline's complexity is that of every
+    network it trains (teachers included)."""
+    return tuple(row for entry in METHODS.values() for row in entry.report)
+
+
+def main_methods() -> tuple[tuple[str, str, str], ...]:
+    """(variant, row label, network whose complexity the row shows) of :func:`main_rows`."""
+    return tuple((row.variant, row.label, row.model) for row in main_rows())
 
 
 @dataclass
@@ -313,7 +320,7 @@ def main_table(ctx: ReportContext, dataset: str) -> Table | None:
 
 
 def _with_own_rows(ctx: ReportContext, dataset: str) -> list[tuple[ReportRow, bool]]:
-    """:data:`MAIN_ROWS` in order, each baseline followed by its ``own``-recipe row where
+    """:func:`main_rows` in order, each baseline followed by its ``own``-recipe row where
     runs of ``<variant>_own`` exist or the grid names them on ``dataset``."""
     out: list[tuple[ReportRow, bool]] = []
     for entry in METHODS.values():
