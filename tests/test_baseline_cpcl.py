@@ -13,12 +13,12 @@ import torch
 from step_harness import config_for, run_step
 
 from semiseg3d.errors import InputError
+from semiseg3d.methods.common import dice_mc
 from semiseg3d.methods.cpcl import (
     CPCL,
     DEFAULT_LCC,
     CPCLSettings,
     cpcl_terms,
-    dice_mc,
     masked_prototype,
     prototype_probs,
     resize_to,

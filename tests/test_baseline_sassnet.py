@@ -134,13 +134,13 @@ def test_adversarial_weight_rule_and_settings() -> None:
 
 
 def test_generator_term_reaches_the_sdf_map_not_the_discriminator() -> None:
-    from semiseg3d.methods.sassnet import _frozen_eval
+    from semiseg3d.models.modes import eval_mode
 
     torch.manual_seed(0)
     d = SDFDiscriminator().train()
     sdf = torch.tanh(torch.randn(2, 1, 16, 16, 16)).requires_grad_(True)
     image = torch.randn(2, 1, 16, 16, 16)
-    with _frozen_eval(d):
+    with eval_mode(d, frozen=True):
         assert not d.training
         logits = d(discriminator_input(sdf, image))
     assert d.training and all(p.requires_grad for p in d.parameters())
@@ -175,7 +175,9 @@ def test_one_step_under_two_plus_two() -> None:
     try:
         total, terms = method.loss(FakeContext(2, shape), 0, image, label)
         assert math.isfinite(total.item()) and all(math.isfinite(float(v)) for v in terms.values())
-        assert float(terms["cons_weight"]) == pytest.approx(0.01)  # labeled = 8 without a ratio: default
+        assert float(terms["cons_weight"]) == pytest.approx(
+            0.01
+        )  # labeled = 8 without a ratio: default
         d_before = {n: p.detach().clone() for n, p in disc.named_parameters()}
         assert sgd_step(nets, total) == []  # every segmenter parameter gets a gradient
         assert all(p.grad is None for p in disc.parameters())  # the generator term left D alone

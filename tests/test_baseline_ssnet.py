@@ -29,7 +29,8 @@ from semiseg3d.methods.ssnet import (
 )
 from semiseg3d.models import VNet
 from semiseg3d.models.complexity import count_params
-from semiseg3d.models.ssnet import SSNet, ssnet_vnet_state
+from semiseg3d.models.ssnet import SSNet
+from semiseg3d.models.vnet import vnet_state
 
 # -- network ---------------------------------------------------------------------------------
 
@@ -51,7 +52,7 @@ def test_inference_net_is_the_plain_vnet_part() -> None:
     method = SSNetMethod(config_for("ssnet"))
     (member,) = method.inference_nets({"vnet": net}, None)
     assert isinstance(member, VNet) and count_params(member) == 9_448_866
-    assert set(ssnet_vnet_state(net.state_dict())) == set(VNet().state_dict())
+    assert set(vnet_state(net.state_dict())) == set(VNet().state_dict())
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
         assert torch.equal(member(x)[0], net(x)[0])

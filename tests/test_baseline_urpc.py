@@ -12,12 +12,11 @@ import torch
 from step_harness import BatchRecorder, FakeContext, config_for, sgd_step, toy_batch
 
 from semiseg3d.errors import InputError
-from semiseg3d.methods.common import ramp
+from semiseg3d.methods.common import dice_mc, ramp
 from semiseg3d.methods.urpc import (
     DEFAULT_LCC,
     URPC,
     URPCSettings,
-    dice_mc,
     urpc_consistency,
     urpc_supervised,
     urpc_uncertainty,

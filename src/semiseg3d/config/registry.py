@@ -187,6 +187,8 @@ def _own(iterations: int, augment: str, schedule: Mapping[str, Any], **keys: Any
     return {**base, **schedule, "iterations": iterations, "augment": augment, **keys}
 
 
+_DTC_OWN = {"la": _own(6000, "rotflip", _STEP), "pancreas": _own(6000, "none", _STEP)}
+_MCF_OWN = {"la": _own(6000, "none", _STEP), "pancreas": _own(6000, "none", _STEP)}
 _MCNET_OWN = {"la": _own(15000, "rotflip", _CONSTANT), "pancreas": _own(15000, "none", _CONSTANT)}
 
 
@@ -266,7 +268,7 @@ METHODS: dict[str, MethodSpec] = {
         "dtc",
         "semiseg3d.methods.dtc:DTC",
         "DTC",  # pancreas: unconfirmed
-        recipes={"la": _own(6000, "rotflip", _STEP), "pancreas": _own(6000, "none", _STEP)},
+        recipes=_DTC_OWN,
     ),
     "urpc": _baseline(
         "urpc",
@@ -318,7 +320,7 @@ METHODS: dict[str, MethodSpec] = {
         "mcf",
         "semiseg3d.methods.mcf:MCF",
         "MCF",  # pancreas: unconfirmed
-        recipes={"la": _own(6000, "none", _STEP), "pancreas": _own(6000, "none", _STEP)},
+        recipes=_MCF_OWN,
     ),
     "cpcl": _baseline(
         "cpcl",

@@ -40,8 +40,8 @@ from semiseg3d.errors import InputError
 from semiseg3d.losses.ramps import sigmoid_rampup
 from semiseg3d.losses.supervised import ce_loss
 from semiseg3d.methods.base import Method, StepContext, method_settings
-from semiseg3d.methods.common import ema_update, freeze, ramp
-from semiseg3d.methods.cpcl import dice_mc, masked_prototype, resize_to
+from semiseg3d.methods.common import consistency_total, dice_mc, ema_update, freeze, ramp
+from semiseg3d.methods.cpcl import masked_prototype, resize_to
 from semiseg3d.methods.uamt import clipped_noise, uamt_ema_alpha, uncertainty
 
 __all__ = [
@@ -375,17 +375,7 @@ class ACMT(Method):
         dice = dice_mc(probs[:bl], label_l)
         sup = 0.5 * (ce + dice)
         w = ramp(t, W_MAX, cfg.rampup_length, cfg.rampup_unit)
-        loss = sup + w * cons
-        terms = {
-            "sup_ce": ce,
-            "sup_dice": dice,
-            "sup": sup,
-            "cons": cons,
-            **extra,
-            "cons_weight": torch.tensor(w),
-            "loss": loss,
-        }
-        return loss, {k: v.detach() for k, v in terms.items()}
+        return consistency_total(ce, dice, sup, cons, w, **extra)
 
     def _mu_uncertainty(self, ctx: StepContext, x_u: Tensor) -> Tensor:
         """MU: entropy (nats) of the mean softmax of 8 noisy train-mode passes, no grad: 4

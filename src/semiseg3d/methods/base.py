@@ -28,6 +28,7 @@ rule; ``semiseg3d complexity`` counts what :meth:`build` and :meth:`build_teache
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Protocol, TypeVar
 
 import torch
@@ -37,9 +38,17 @@ from semiseg3d.config.registry import method_options
 from semiseg3d.config.run import TrainConfig
 from semiseg3d.errors import InputError
 from semiseg3d.losses.ramps import lr_at
-from semiseg3d.models.probs import ProbFn, softmax_ensemble
+from semiseg3d.models.probs import ProbFn, mean_head_softmax, softmax_ensemble
 
-__all__ = ["StepContext", "Method", "ProbFn", "softmax_ensemble", "config_lr", "method_settings"]
+__all__ = [
+    "StepContext",
+    "Method",
+    "VNetPartMethod",
+    "ProbFn",
+    "softmax_ensemble",
+    "config_lr",
+    "method_settings",
+]
 
 _S = TypeVar("_S")
 
@@ -83,6 +92,10 @@ class Method:
     uses_unlabeled: bool = True
     #: the method's own test keeps the largest connected component
     default_lcc: bool = False
+    #: ``"module:Class"`` of the method's one trained network, built without arguments by
+    #: the default :meth:`build` under the name :attr:`network_name` ("" : the method builds)
+    network: str = ""
+    network_name: str = "vnet"
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -91,8 +104,13 @@ class Method:
 
     # -- networks ------------------------------------------------------------------------
     def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
-        """Fresh networks: ``(container, trained networks by name)``."""
-        raise NotImplementedError
+        """Fresh networks: ``(container, trained networks by name)``; by default the one
+        network :attr:`network` names."""
+        if not self.network:
+            raise NotImplementedError(f"{type(self).__name__}.build")
+        module, _, attr = self.network.partition(":")
+        model = getattr(importlib.import_module(module), attr)()
+        return model, {self.network_name: model}
 
     def build_teachers(self) -> dict[str, nn.Module]:
         """EMA teachers by name (none by default); built after :meth:`build`."""
@@ -143,10 +161,46 @@ class Method:
     # -- inference -----------------------------------------------------------------------
     def inference_nets(self, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:
         """The networks the method's inference rule runs (in eval mode, on CPU)."""
+        self.one_network(subnet)
+        return [next(iter(nets.values()))]
+
+    def one_network(self, subnet: str | None) -> None:
+        """Refuse ``--subnet a`` for a method whose inference runs one network."""
         if subnet not in (None, "both", "b"):
             raise InputError(f"--subnet {subnet}: method '{self.cfg.method}' has one network")
-        return [next(iter(nets.values()))]
 
     def prob_fn(self, members: list[nn.Module]) -> ProbFn:
         """``(B, 1, px, py, pz) -> (B, 2, px, py, pz)`` class probabilities."""
+        return softmax_ensemble(members)
+
+
+class VNetPartMethod(Method):
+    """A method that trains one V-Net with extra heads or decoders (MC-Net, URPC, SS-Net,
+    ML-RPL). Inference: the V-Net part (:meth:`vnet_part`) loaded strictly into a plain
+    V-Net, softmax; or, where :meth:`mean_heads` says so, the mean softmax of every head."""
+
+    def vnet_part(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The plain V-Net's entries of the trained network's state dict."""
+        from semiseg3d.models.vnet import vnet_state
+
+        return vnet_state(state)
+
+    def mean_heads(self) -> bool:
+        """Infer with the mean of every head's softmax instead of the V-Net part."""
+        return False
+
+    def inference_nets(self, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:
+        self.one_network(subnet)
+        (net,) = nets.values()
+        if self.mean_heads():
+            return [net]
+        from semiseg3d.models.vnet import VNet
+
+        vnet = VNet()
+        vnet.load_state_dict(self.vnet_part(net.state_dict()), strict=True)
+        return [vnet.eval()]
+
+    def prob_fn(self, members: list[nn.Module]) -> ProbFn:
+        if self.mean_heads():
+            return mean_head_softmax(members[0])
         return softmax_ensemble(members)

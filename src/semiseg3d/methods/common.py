@@ -18,11 +18,14 @@ from semiseg3d.losses.supervised import dice_loss
 __all__ = [
     "dice_sq",
     "dice_lin",
+    "dice_mc",
     "ramp",
+    "recipe_ramp",
     "ema_update",
     "freeze",
     "sharpen",
     "batch_lcc",
+    "consistency_total",
 ]
 
 #: D_sq(q, y) = 1 - (2 sum q y + 1e-5) / (sum q^2 + sum y^2 + 1e-5) (UA-MT, DTC, MCF)
@@ -47,12 +50,37 @@ def dice_lin(probs_fg: Tensor, target: Tensor, smooth: float = 1e-8) -> Tensor:
     )
 
 
+def dice_mc(probs: Tensor, label: Tensor) -> Tensor:
+    """The SSL4MIS ``DiceLoss(C)`` on probabilities: ``1/C sum_c D_sq(p_c, [y = c])``,
+    background included, each Dice over the whole batch (squared denominators, smooth 1e-5)
+    (URPC, CPCL, AC-MT).
+
+    Args:
+        probs: (B, C, X, Y, Z) softmax.
+        label: (B, X, Y, Z) integer labels.
+
+    Returns:
+        0-d tensor.
+    """
+    n_classes = probs.shape[1]
+    total = probs.new_zeros(())
+    for c in range(n_classes):
+        total = total + dice_sq(probs[:, c], label == c)
+    return total / n_classes
+
+
 def ramp(t: int, w_max: float, length: int = 40, unit: int = 150) -> float:
     """Sigmoid ramp-up ``r(t; w) = w exp(-5 (1 - min(floor(t / unit), length) / length)^2)``.
 
     r(0; 0.1) = 6.7379e-4, r(3000; 0.1) = 0.0286505, r(t >= 6000; w) = w (defaults).
     """
     return rampup_weight(t, w_max, length, unit)
+
+
+def recipe_ramp(t: int, recipe: str, w_max: float, length: int = 40, unit: int = 150) -> float:
+    """:func:`ramp` on step ``t`` (``shared``) or ``t + 1`` (``own``: MC-Net's, SS-Net's and
+    ML-RPL's originals increment their counter before computing the weight)."""
+    return ramp(t + 1 if recipe == "own" else t, w_max, length, unit)
 
 
 def freeze(net: nn.Module) -> nn.Module:
@@ -107,3 +135,20 @@ def batch_lcc(mask: Tensor, connectivity: int = 26) -> Tensor:
     arr = mask.detach().to("cpu").numpy().astype(np.uint8)
     out = np.stack([largest_connected_component(m, connectivity) for m in arr])
     return torch.from_numpy(out.astype(np.int64)).to(mask.device)
+
+
+def consistency_total(
+    ce: Tensor, dice: Tensor, sup: Tensor, cons: Tensor, w: float, **extra: Tensor
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``L = sup + w cons`` (UA-MT, URPC, AC-MT) and the terms to log, detached:
+    ``sup_ce``, ``sup_dice``, ``sup``, ``cons``, the method's ``extra`` terms,
+    ``cons_weight`` and ``loss``.
+
+    Args:
+        ce, dice: the supervised terms as logged; sup: their combination in the loss.
+        cons: the consistency term; w: its weight at this step.
+    """
+    loss = sup + w * cons
+    terms = {"sup_ce": ce, "sup_dice": dice, "sup": sup, "cons": cons, **extra}
+    terms.update(cons_weight=torch.tensor(w), loss=loss)
+    return loss, {k: v.detach() for k, v in terms.items()}

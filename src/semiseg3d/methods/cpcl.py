@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from semiseg3d.losses.supervised import ce_loss
 from semiseg3d.methods.base import Method, StepContext, method_settings
-from semiseg3d.methods.common import dice_sq, ema_update, freeze, ramp
+from semiseg3d.methods.common import dice_mc, ema_update, freeze, ramp
 from semiseg3d.methods.uamt import clipped_noise, uamt_ema_alpha
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "EMA_DECAY",
     "DEFAULT_LCC",
     "CPCLSettings",
-    "dice_mc",
     "resize_to",
     "masked_prototype",
     "prototype_probs",
@@ -79,24 +78,6 @@ class CPCLSettings:
     def from_config(cls, cfg: Any) -> CPCLSettings:
         """The run's ``method_options`` (validated by the method registry, defaults filled)."""
         return method_settings(cls, cfg)
-
-
-def dice_mc(probs: Tensor, label: Tensor) -> Tensor:
-    """SSL4MIS ``DiceLoss(C)`` on probabilities: ``1/C sum_c D_sq(p_c, [y = c])``, background
-    included, each Dice over the whole batch (squared denominators, smooth 1e-5).
-
-    Args:
-        probs: (B, C, X, Y, Z) softmax.
-        label: (B, X, Y, Z) integer labels.
-
-    Returns:
-        0-d tensor.
-    """
-    n_classes = probs.shape[1]
-    total = probs.new_zeros(())
-    for c in range(n_classes):
-        total = total + dice_sq(probs[:, c], label == c)
-    return total / n_classes
 
 
 def resize_to(feat: Tensor, size: tuple[int, ...]) -> Tensor:
@@ -245,10 +226,9 @@ class CPCL(Method):
     def loss(
         self, ctx: StepContext, t: int, image: Tensor, label_l: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        cfg = self.cfg
+        cfg, teacher = self.cfg, self.teachers["teacher"]
         bl = label_l.shape[0]
-        student, teacher = self.nets["vnet"], self.teachers["teacher"]
-        z, _, feat = ctx.forward(student, image)
+        z, _, feat = ctx.forward(self.nets["vnet"], image)
         x_u = image[bl:]
         with torch.no_grad():
             # two separate teacher forwards, as in the original: noisy whole batch, clean x_u

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from semiseg3d.methods.base import Method, StepContext
 from semiseg3d.methods.common import dice_sq, ramp
-from semiseg3d.models.probs import ProbFn
+from semiseg3d.models.probs import ProbFn, sigmoid_head
 
 __all__ = ["K", "BETA", "W_MAX", "sdf_target", "dtc_transform", "dtc_losses", "DTC"]
 
@@ -114,13 +114,9 @@ def dtc_losses(
 class DTC(Method):
     """DTC: one :class:`~semiseg3d.models.baselines.VNetSDF` named ``vnet``."""
 
+    network = "semiseg3d.models.baselines:VNetSDF"
+
     default_lcc = True
-
-    def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
-        from semiseg3d.models.baselines import VNetSDF
-
-        model = VNetSDF()
-        return model, {"vnet": model}
 
     def loss(
         self, ctx: StepContext, t: int, image: Tensor, label_l: Tensor
@@ -142,9 +138,4 @@ class DTC(Method):
 
     def prob_fn(self, members: list[nn.Module]) -> ProbFn:
         (net,) = members
-
-        def fn(x: Tensor) -> Tensor:
-            p = torch.sigmoid(net(x)[0].float())
-            return torch.cat([1.0 - p, p], dim=1)
-
-        return fn
+        return sigmoid_head(net)

@@ -13,10 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from semiseg3d.config.run import TrainConfig
-from semiseg3d.errors import InputError
-from semiseg3d.methods.base import Method, StepContext
-from semiseg3d.methods.common import dice_lin, ramp, sharpen
-from semiseg3d.models.probs import ProbFn
+from semiseg3d.methods.base import StepContext, VNetPartMethod
+from semiseg3d.methods.common import dice_lin, recipe_ramp, sharpen
 
 __all__ = ["LAMBDA", "TAU", "W_MAX", "mc_loss", "MCNetMethod"]
 
@@ -45,7 +43,7 @@ def mc_loss(probs: list[Tensor], tau: float = TAU, detach_target: bool = False) 
     return total
 
 
-class MCNetMethod(Method):
+class MCNetMethod(VNetPartMethod):
     """MC-Net / MC-Net+: one :class:`~semiseg3d.models.baselines.MCNet` named ``mcnet``.
 
     Args:
@@ -71,32 +69,16 @@ class MCNetMethod(Method):
         probs = [torch.softmax(z, dim=1) for z in logits]
         seg = sum((dice_lin(p[:bl, 1], label_l == 1) for p in probs), probs[0].new_zeros(()))
         mc = mc_loss(probs, TAU, cfg.mcnet_detach_target)
-        t_ramp = t + 1 if cfg.recipe == "own" else t
-        w = ramp(t_ramp, W_MAX, cfg.rampup_length, cfg.rampup_unit)
+        w = recipe_ramp(t, cfg.recipe, W_MAX, cfg.rampup_length, cfg.rampup_unit)
         loss = LAMBDA * seg + w * mc
         terms = {"sup_dice": seg, "mc": mc, "cons_weight": torch.tensor(w), "loss": loss}
         return loss, {k: v.detach() for k, v in terms.items()}
 
-    def inference_nets(self, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:
-        if subnet not in (None, "both", "b"):
-            raise InputError(f"--subnet {subnet}: method '{self.cfg.method}' has one network")
-        model = nets["mcnet"]
-        if self.cfg.mcnet_infer == "mean":
-            return [model]
-        from semiseg3d.models import VNet
+    def vnet_part(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Encoder + decoder 1 (``mcnet_infer: decoder1``, the published test)."""
         from semiseg3d.models.baselines import mcnet_vnet_state
 
-        vnet = VNet()
-        vnet.load_state_dict(mcnet_vnet_state(model.state_dict()), strict=True)
-        return [vnet.eval()]
+        return mcnet_vnet_state(state)
 
-    def prob_fn(self, members: list[nn.Module]) -> ProbFn:
-        if self.cfg.mcnet_infer != "mean":
-            return super().prob_fn(members)
-        (net,) = members
-
-        def fn(x: Tensor) -> Tensor:
-            outs = net(x)
-            return sum(torch.softmax(z.float(), dim=1) for z in outs) / len(outs)
-
-        return fn
+    def mean_heads(self) -> bool:
+        return self.cfg.mcnet_infer == "mean"

@@ -26,9 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semiseg3d.errors import InputError
-from semiseg3d.methods.base import Method, StepContext, method_settings
-from semiseg3d.methods.common import dice_lin, ramp
+from semiseg3d.methods.base import StepContext, VNetPartMethod, method_settings
+from semiseg3d.methods.common import dice_lin, recipe_ramp
 
 __all__ = [
     "LAMBDA",
@@ -218,7 +217,7 @@ def mlrpl_losses(
     return sup, cons, terms
 
 
-class MLRPL(Method):
+class MLRPL(VNetPartMethod):
     """ML-RPL: one :class:`~semiseg3d.models.mlrpl.MLRPLNet` named ``mlrpl``."""
 
     default_lcc = DEFAULT_LCC
@@ -237,8 +236,7 @@ class MLRPL(Method):
         """``w(t)``: the ramp to 1.0 on ``floor(t / unit)`` (``shared``) or on
         ``floor((t + 1) / unit)`` (``own``: the original increments its counter first)."""
         cfg = self.cfg
-        t_ramp = t + 1 if cfg.recipe == "own" else t
-        return ramp(t_ramp, W_MAX, cfg.rampup_length, cfg.rampup_unit)
+        return recipe_ramp(t, cfg.recipe, W_MAX, cfg.rampup_length, cfg.rampup_unit)
 
     def loss(
         self, ctx: StepContext, t: int, image: Tensor, label_l: Tensor
@@ -258,13 +256,8 @@ class MLRPL(Method):
         }
         return loss, {k: v.detach() for k, v in terms.items()}
 
-    def inference_nets(self, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:
-        """Decoder 1: the encoder and decoder 1 loaded strictly into a plain V-Net."""
-        if subnet not in (None, "both", "b"):
-            raise InputError(f"--subnet {subnet}: method '{self.cfg.method}' has one network")
-        from semiseg3d.models import VNet
+    def vnet_part(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Encoder + decoder 1 (the original's test network)."""
         from semiseg3d.models.baselines import mcnet_vnet_state
 
-        vnet = VNet()
-        vnet.load_state_dict(mcnet_vnet_state(nets["mlrpl"].state_dict()), strict=True)
-        return [vnet.eval()]
+        return mcnet_vnet_state(state)

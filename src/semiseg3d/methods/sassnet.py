@@ -20,8 +20,6 @@ segmentation head, ``sigma(z_s) > 0.5``; no largest-component post-processing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +30,8 @@ from torch import Tensor, nn
 from semiseg3d.methods.base import Method, StepContext, method_settings
 from semiseg3d.methods.common import dice_sq, ramp
 from semiseg3d.methods.dtc import sdf_target
-from semiseg3d.models.probs import ProbFn
+from semiseg3d.models.modes import eval_mode
+from semiseg3d.models.probs import ProbFn, sigmoid_head
 
 __all__ = [
     "BETA",
@@ -161,25 +160,6 @@ def discriminator_loss(logits: Tensor, batch_labeled: int) -> Tensor:
     )
 
 
-@contextmanager
-def _frozen_eval(module: nn.Module) -> Iterator[None]:
-    """``module`` in eval mode with every parameter not requiring gradients, restored after.
-
-    A forward inside the block records no graph edge to the parameters, so a later backward
-    through its output reaches the inputs but never the parameters."""
-    was = module.training
-    flags = [p.requires_grad for p in module.parameters()]
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(module.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
-        module.train(was)
-
-
 class SASSNetMethod(Method):
     """SASSNet: the segmenter ``vnet`` (:class:`~semiseg3d.models.baselines.VNetSDF`, the
     run's SGD) and the discriminator D (the method's own Adam, stepped in :meth:`after_step`).
@@ -255,7 +235,7 @@ class SASSNetMethod(Method):
         l_seg = dice_sq(prob[:bl], label_l == 1)
         bce = F.binary_cross_entropy_with_logits(seg[:bl, 0], label_l.float())  # logged only
         l_sdf = sdf_mse(sdf[:bl, 0], gt)
-        with _frozen_eval(self.disc):
+        with eval_mode(self.disc, frozen=True):
             logits_u = ctx.forward(self.disc, discriminator_input(sdf[bl:], image[bl:]))
         l_adv = adversarial_loss(logits_u)
         w = ramp(t, self.w_adv, cfg.rampup_length, cfg.rampup_unit)
@@ -282,14 +262,8 @@ class SASSNetMethod(Method):
         assert self.disc is not None and self.d_opt is not None
         ctx, image, bl = self._pending
         self._pending = None
-        seg = self.nets["vnet"]
-        was = seg.training
-        seg.eval()
-        try:
-            with torch.no_grad():
-                _, sdf = ctx.forward(seg, image)
-        finally:
-            seg.train(was)
+        with eval_mode(self.nets["vnet"]), torch.no_grad():
+            _, sdf = ctx.forward(self.nets["vnet"], image)
         self.disc.train()
         logits = ctx.forward(self.disc, discriminator_input(sdf, image))
         l_d = discriminator_loss(logits, bl)
@@ -302,9 +276,4 @@ class SASSNetMethod(Method):
     def prob_fn(self, members: list[nn.Module]) -> ProbFn:
         """The segmentation head: ``(1 - sigma(z_s), sigma(z_s))``."""
         (net,) = members
-
-        def fn(x: Tensor) -> Tensor:
-            p = torch.sigmoid(net(x)[0].float())
-            return torch.cat([1.0 - p, p], dim=1)
-
-        return fn
+        return sigmoid_head(net)

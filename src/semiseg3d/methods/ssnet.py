@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semiseg3d.errors import InputError
 from semiseg3d.losses.supervised import ce_loss
-from semiseg3d.methods.base import Method, StepContext, method_settings
-from semiseg3d.methods.common import dice_lin, ramp
+from semiseg3d.methods.base import StepContext, VNetPartMethod, method_settings
+from semiseg3d.methods.common import dice_lin, recipe_ramp
+from semiseg3d.models.modes import eval_mode
 
 __all__ = [
     "XI",
@@ -296,17 +296,7 @@ def class_separation(
 def ssnet_weight(t: int, recipe: str, length: int = 40, unit: int = 150) -> float:
     """``w(t)``: the sigmoid ramp to 1 on ``floor(t / unit)`` (``shared``) or on
     ``floor((t + 1) / unit)`` (``own``: the original increments its counter first)."""
-    return ramp(t + 1 if recipe == "own" else t, W_MAX, length, unit)
-
-
-@contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    was = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was)
+    return recipe_ramp(t, recipe, W_MAX, length, unit)
 
 
 def _rows(x: Tensor) -> Tensor:
@@ -314,12 +304,14 @@ def _rows(x: Tensor) -> Tensor:
     return x.movedim(1, -1).reshape(-1, x.shape[1])
 
 
-class SSNetMethod(Method):
+class SSNetMethod(VNetPartMethod):
     """SS-Net: one :class:`~semiseg3d.models.ssnet.SSNet` named ``vnet`` (V-Net + heads).
 
     The prototype memory lives in the method and must survive a resume: the trainer saves
     :meth:`state_dict` and restores it with :meth:`load_state_dict`.
     """
+
+    network = "semiseg3d.models.ssnet:SSNet"
 
     default_lcc = DEFAULT_LCC
 
@@ -327,12 +319,6 @@ class SSNetMethod(Method):
         super().__init__(cfg)
         self.settings = SSNetSettings.from_config(cfg)
         self.memory: list[Tensor | None] = [None, None]
-
-    def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
-        from semiseg3d.models.ssnet import SSNet
-
-        model = SSNet()
-        return model, {"vnet": model}
 
     # -- method state ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -362,7 +348,7 @@ class SSNetMethod(Method):
                 cand = feats_l.movedim(1, -1)[correct_mask(pred_l, y, c)]
                 if cand.shape[0] == 0:
                     continue  # keep the previous memory
-                with _eval_mode(net.projection_head):
+                with eval_mode(net.projection_head):
                     f = ctx.forward(net.projection_head, cand)
                 scores = None
                 if f.shape[0] > MEMORY_ROWS:  # selector in train mode, as the original
@@ -425,15 +411,3 @@ class SSNetMethod(Method):
             "loss": loss,
         }
         return loss, {k: v.detach() for k, v in terms.items()}
-
-    # -- inference -----------------------------------------------------------------------------
-    def inference_nets(self, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:
-        """The V-Net part of ``vnet`` loaded strictly into a plain V-Net (heads dropped)."""
-        if subnet not in (None, "both", "b"):
-            raise InputError(f"--subnet {subnet}: method '{self.cfg.method}' has one network")
-        from semiseg3d.models import VNet
-        from semiseg3d.models.ssnet import ssnet_vnet_state
-
-        vnet = VNet()
-        vnet.load_state_dict(ssnet_vnet_state(nets["vnet"].state_dict()), strict=True)
-        return [vnet.eval()]

@@ -8,7 +8,6 @@ from torch import Tensor, nn
 from semiseg3d.errors import InputError
 from semiseg3d.losses.objective import suponly_objective
 from semiseg3d.methods.base import Method, StepContext
-from semiseg3d.models import VNet
 
 __all__ = ["SupOnlyMethod"]
 
@@ -16,11 +15,9 @@ __all__ = ["SupOnlyMethod"]
 class SupOnlyMethod(Method):
     """SupOnly: the V-Net on labeled data only, ``CE + Dice`` (spec 9)."""
 
-    uses_unlabeled = False
+    network = "semiseg3d.models.vnet:VNet"
 
-    def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
-        model = VNet()
-        return model, {"vnet": model}
+    uses_unlabeled = False
 
     def loss(
         self, ctx: StepContext, t: int, image: Tensor, label_l: Tensor

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from semiseg3d.losses.supervised import ce_loss
 from semiseg3d.methods.base import Method, StepContext
-from semiseg3d.methods.common import dice_sq, ema_update, freeze, ramp
+from semiseg3d.methods.common import consistency_total, dice_sq, ema_update, freeze, ramp
 
 __all__ = [
     "EMA_DECAY",
@@ -136,17 +136,8 @@ class UAMT(Method):
         h = uamt_threshold(t, cfg.iterations)
         cons = masked_mse(probs[bl:], torch.softmax(z_t, dim=1), u, h)
         w = ramp(t, W_MAX, cfg.rampup_length, cfg.rampup_unit)
-        loss = sup + w * cons
-        terms = {
-            "sup_ce": ce,
-            "sup_dice": dice,
-            "sup": sup,
-            "cons": cons,
-            "cons_weight": torch.tensor(w),
-            "certain_fraction": (u < h).float().mean(),
-            "loss": loss,
-        }
-        return loss, {k: v.detach() for k, v in terms.items()}
+        certain = (u < h).float().mean()
+        return consistency_total(ce, dice, sup, cons, w, certain_fraction=certain)
 
     def after_step(self, t: int) -> None:
         ema_update(self.teachers["teacher"], self.nets["vnet"], uamt_ema_alpha(t))

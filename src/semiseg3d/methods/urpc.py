@@ -17,19 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from semiseg3d.errors import InputError
 from semiseg3d.losses.supervised import ce_loss
-from semiseg3d.methods.base import Method, StepContext, method_settings
-from semiseg3d.methods.common import dice_sq, ramp
-from semiseg3d.models.probs import ProbFn
+from semiseg3d.methods.base import StepContext, VNetPartMethod, method_settings
+from semiseg3d.methods.common import consistency_total, dice_mc, ramp
 
 __all__ = [
     "W_MAX",
     "DEFAULT_LCC",
     "URPCSettings",
-    "dice_mc",
     "urpc_supervised",
     "urpc_uncertainty",
     "urpc_consistency",
@@ -59,24 +56,6 @@ class URPCSettings:
     def from_config(cls, cfg: Any) -> URPCSettings:
         """The run's ``method_options`` (validated by the method registry, defaults filled)."""
         return method_settings(cls, cfg)
-
-
-def dice_mc(probs: Tensor, label: Tensor) -> Tensor:
-    """The SSL4MIS ``DiceLoss(2)``: ``1/2 sum_{c in {0, 1}} D_sq(p_c, [y = c])`` with squared
-    denominators, smooth 1e-5, sums over the whole batch, background included.
-
-    Args:
-        probs: (B, 2, X, Y, Z) softmax.
-        label: (B, X, Y, Z) integer labels in {0, 1}.
-
-    Returns:
-        0-d tensor.
-    """
-    n_classes = probs.shape[1]
-    return (
-        sum((dice_sq(probs[:, c], label == c) for c in range(n_classes)), probs.new_zeros(()))
-        / n_classes
-    )
 
 
 def urpc_supervised(logits: Sequence[Tensor], label: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -137,20 +116,16 @@ def urpc_consistency(logits_u: Sequence[Tensor]) -> tuple[Tensor, list[Tensor], 
     return sum(per_head[1:], per_head[0]) / len(per_head), per_head, v_means
 
 
-class URPC(Method):
+class URPC(VNetPartMethod):
     """URPC: one :class:`~semiseg3d.models.urpc.URPCNet` named ``vnet``; no teacher."""
+
+    network = "semiseg3d.models.urpc:URPCNet"
 
     default_lcc = DEFAULT_LCC
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.settings = URPCSettings.from_config(cfg)
-
-    def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
-        from semiseg3d.models.urpc import URPCNet
-
-        model = URPCNet()
-        return model, {"vnet": model}
 
     def loss(
         self, ctx: StepContext, t: int, image: Tensor, label_l: Tensor
@@ -161,39 +136,10 @@ class URPC(Method):
         sup, ce, dice = urpc_supervised([z[:bl] for z in logits], label_l)
         cons, _, v_means = urpc_consistency([z[bl:] for z in logits])
         w = ramp(t, W_MAX, cfg.rampup_length, cfg.rampup_unit)
-        loss = sup + w * cons
-        terms = {
-            "sup_ce": ce,
-            "sup_dice": dice,
-            "sup": sup,
-            "cons": cons,
-            "uncertainty": sum(v_means[1:], v_means[0]) / len(v_means),
-            "cons_weight": torch.tensor(w),
-            "loss": loss,
-        }
-        return loss, {k: v.detach() for k, v in terms.items()}
+        uncertainty = sum(v_means[1:], v_means[0]) / len(v_means)
+        return consistency_total(ce, dice, sup, cons, w, uncertainty=uncertainty)
 
-    def inference_nets(self, nets: dict[str, nn.Module], subnet: str | None) -> list[nn.Module]:
-        """``main``: the V-Net part loaded strictly into a plain V-Net (its output is the
-        main head); ``mean``: the whole network."""
-        if subnet not in (None, "both", "b"):
-            raise InputError(f"--subnet {subnet}: method '{self.cfg.method}' has one network")
-        if self.settings.infer == "mean":
-            return [nets["vnet"]]
-        from semiseg3d.models import VNet
-        from semiseg3d.models.urpc import urpc_vnet_state
-
-        vnet = VNet()
-        vnet.load_state_dict(urpc_vnet_state(nets["vnet"].state_dict()), strict=True)
-        return [vnet.eval()]
-
-    def prob_fn(self, members: list[nn.Module]) -> ProbFn:
-        if self.settings.infer != "mean":
-            return super().prob_fn(members)
-        (net,) = members
-
-        def fn(x: Tensor) -> Tensor:
-            outs = net(x)
-            return sum(torch.softmax(z.float(), dim=1) for z in outs) / len(outs)
-
-        return fn
+    def mean_heads(self) -> bool:
+        """``method_options.infer: mean``; ``main`` (default): the V-Net part, whose output
+        is the main head."""
+        return self.settings.infer == "mean"

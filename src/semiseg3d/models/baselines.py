@@ -14,13 +14,23 @@ MCF is the project's :class:`~semiseg3d.models.dual.DualNet`; UA-MT and BCP trai
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import nn
 
 from semiseg3d.models.blocks import check_spatial_shape, init_weights, out_conv
 from semiseg3d.models.vnet import VNetDecoder, VNetEncoder
 
-__all__ = ["UpInterp", "VNetSDF", "MCNetDecoder", "MCNet", "mcnet_vnet_state"]
+__all__ = [
+    "UpInterp",
+    "VNetSDF",
+    "MCNetDecoder",
+    "MultiDecoderVNet",
+    "MCNet",
+    "mcnet_vnet_state",
+]
 
 
 class UpInterp(nn.Sequential):
@@ -72,47 +82,57 @@ class MCNetDecoder(VNetDecoder):
 MCNET_UPS = ("transpose", "trilinear", "nearest")
 
 
-class MCNet(nn.Module):
-    """MC-Net (K = 2) / MC-Net+ (K = 3): a V-Net encoder shared by K decoders.
-
-    The encoder's bottleneck dropout is applied once, so every decoder sees the same x5.
-    Decoder 1 (``decoders.0``) is the plain V-Net decoder: the encoder plus decoder 1 is a
-    :class:`~semiseg3d.models.vnet.VNet` (see :func:`mcnet_vnet_state`).
+class MultiDecoderVNet(nn.Module):
+    """A V-Net encoder shared by one :class:`MCNetDecoder` per entry of ``ups`` (MC-Net,
+    MC-Net+, ML-RPL). The encoder's bottleneck dropout is applied once, so every decoder
+    sees the same x5. With ``ups[0] == "transpose"`` the encoder plus decoder 1
+    (``decoders.0``) is a :class:`~semiseg3d.models.vnet.VNet` (:func:`mcnet_vnet_state`).
 
     Args:
-        n_decoders: K, 2 or 3.
+        ups: up-sampling kind of each decoder (``transpose``, ``trilinear``, ``nearest``).
         in_channels, n_classes, n_filters, has_dropout: as for the V-Net.
     """
 
     def __init__(
         self,
-        n_decoders: int = 3,
+        ups: Sequence[str],
         in_channels: int = 1,
         n_classes: int = 2,
         n_filters: int = 16,
         has_dropout: bool = True,
     ) -> None:
         super().__init__()
-        if n_decoders not in (2, 3):
-            raise ValueError(f"n_decoders must be 2 or 3, got {n_decoders}")
+        self.ups = tuple(ups)
         self.encoder = VNetEncoder(in_channels, n_filters, has_dropout)
         self.decoders = nn.ModuleList(
-            MCNetDecoder(MCNET_UPS[k], n_classes, n_filters, has_dropout) for k in range(n_decoders)
+            MCNetDecoder(up, n_classes, n_filters, has_dropout) for up in self.ups
         )
         init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Logits of every decoder.
-
-        Args:
-            x: (B, in_channels, X, Y, Z), X, Y, Z multiples of 16.
-
-        Returns:
-            K tensors (B, n_classes, X, Y, Z), decoder 1 first.
-        """
+    def decode_all(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(logits (B, n_classes, X, Y, Z), x9 (B, n_filters, X, Y, Z))`` of every decoder,
+        decoder 1 first, for ``x`` (B, in_channels, X, Y, Z), X, Y, Z multiples of 16."""
         check_spatial_shape(x.shape)
         features = self.encoder(x)
-        return [dec(features)[0] for dec in self.decoders]
+        return [dec(features) for dec in self.decoders]
+
+
+class MCNet(MultiDecoderVNet):
+    """MC-Net (K = 2) / MC-Net+ (K = 3): decoders 1..K of :data:`MCNET_UPS`.
+
+    Args:
+        n_decoders: K, 2 or 3.
+        vnet: ``in_channels``, ``n_classes``, ``n_filters``, ``has_dropout`` as for the V-Net.
+    """
+
+    def __init__(self, n_decoders: int = 3, **vnet: Any) -> None:
+        if n_decoders not in (2, 3):
+            raise ValueError(f"n_decoders must be 2 or 3, got {n_decoders}")
+        super().__init__(MCNET_UPS[:n_decoders], **vnet)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """K logits tensors (B, n_classes, X, Y, Z), decoder 1 first."""
+        return [z for z, _ in self.decode_all(x)]
 
 
 def mcnet_vnet_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

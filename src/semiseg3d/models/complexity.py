@@ -19,8 +19,7 @@ instant at any patch size and leave the model's own weights, buffers and mode un
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -29,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from semiseg3d.errors import InputError
 from semiseg3d.models.blocks import DIVISOR
+from semiseg3d.models.modes import eval_mode
 
 __all__ = [
     "count_params",
@@ -60,17 +60,6 @@ def _in_channels(model: nn.Module) -> int:
     raise ValueError("model has no Conv3d layer to take the input channel count from")
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes.items():
-            m.train(training)
-
-
 def _meta_forward(model: nn.Module, patch: Sequence[int]) -> None:
     """Run ``model`` in eval mode on a meta-device batch of one, with meta copies of its
     parameters and buffers (the model itself is not modified)."""
@@ -80,7 +69,7 @@ def _meta_forward(model: nn.Module, patch: Sequence[int]) -> None:
         for name, t in [*model.named_parameters(), *model.named_buffers()]
     }
     x = torch.empty(1, _in_channels(model), *dims, device="meta")
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         functional_call(model, state, (x,))
 
 

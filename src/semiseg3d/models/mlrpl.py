@@ -14,13 +14,11 @@ encoder plus decoder 1 loads into a plain V-Net with
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-from torch import nn
 
-from semiseg3d.models.baselines import MCNetDecoder
-from semiseg3d.models.blocks import check_spatial_shape, init_weights
-from semiseg3d.models.vnet import VNetEncoder
+from semiseg3d.models.baselines import MultiDecoderVNet
 
 __all__ = ["MLRPL_UPS", "MLRPLNet", "split_outputs"]
 
@@ -31,7 +29,7 @@ MLRPL_UPS: dict[int, tuple[str, ...]] = {
 }
 
 
-class MLRPLNet(nn.Module):
+class MLRPLNet(MultiDecoderVNet):
     """A V-Net encoder (bottleneck dropout applied once) and one decoder per entry of ``ups``.
 
     Decoder 1 (``decoders.0``) must be ``transpose`` so that the encoder and decoder 1 form a
@@ -40,28 +38,15 @@ class MLRPLNet(nn.Module):
     Args:
         ups: up-sampling kind per decoder, each ``transpose``, ``trilinear`` or ``nearest``;
             at least two, the first ``transpose``.
-        in_channels, n_classes, n_filters, has_dropout: as for the V-Net (dropout 0.5 on the
-            bottleneck and on each decoder's x9 in train mode).
+        vnet: ``in_channels``, ``n_classes``, ``n_filters``, ``has_dropout`` as for the V-Net
+            (dropout 0.5 on the bottleneck and on each decoder's x9 in train mode).
     """
 
-    def __init__(
-        self,
-        ups: Sequence[str] = MLRPL_UPS[2],
-        in_channels: int = 1,
-        n_classes: int = 2,
-        n_filters: int = 16,
-        has_dropout: bool = True,
-    ) -> None:
-        super().__init__()
+    def __init__(self, ups: Sequence[str] = MLRPL_UPS[2], **vnet: Any) -> None:
         ups = tuple(ups)
         if len(ups) < 2 or ups[0] != "transpose":
             raise ValueError(f"ups must have >= 2 entries, the first 'transpose'; got {ups}")
-        self.ups = ups
-        self.encoder = VNetEncoder(in_channels, n_filters, has_dropout)
-        self.decoders = nn.ModuleList(
-            MCNetDecoder(up, n_classes, n_filters, has_dropout) for up in ups
-        )
-        init_weights(self)
+        super().__init__(ups, **vnet)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Logits and x9 of every decoder, as one flat tuple (see :func:`split_outputs`).
@@ -73,9 +58,7 @@ class MLRPLNet(nn.Module):
             ``(z_1, ..., z_K, f_1, ..., f_K)``: logits (B, n_classes, X, Y, Z) of each
             decoder, then its x9 (B, n_filters, X, Y, Z) after its dropout. Decoder 1 first.
         """
-        check_spatial_shape(x.shape)
-        features = self.encoder(x)
-        outs = [dec(features) for dec in self.decoders]
+        outs = self.decode_all(x)
         return tuple(z for z, _ in outs) + tuple(f for _, f in outs)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["ProbFn", "softmax_ensemble"]
+__all__ = ["ProbFn", "softmax_ensemble", "mean_head_softmax", "sigmoid_head"]
 
 #: (B, 1, px, py, pz) input patches -> (B, C, px, py, pz) class probabilities.
 ProbFn = Callable[[torch.Tensor], torch.Tensor]
@@ -46,5 +46,27 @@ def softmax_ensemble(models: Sequence[nn.Module]) -> ProbFn:
             total = probs if total is None else total + probs
         assert total is not None
         return total / len(members)
+
+    return prob_fn
+
+
+def mean_head_softmax(net: nn.Module) -> ProbFn:
+    """The mean softmax over the heads of one network whose forward returns one logits
+    tensor (B, C, px, py, pz) per head (MC-Net's decoders, URPC's pyramid heads)."""
+
+    def prob_fn(x: torch.Tensor) -> torch.Tensor:
+        outs = net(x)
+        return sum(torch.softmax(z.float(), dim=1) for z in outs) / len(outs)
+
+    return prob_fn
+
+
+def sigmoid_head(net: nn.Module) -> ProbFn:
+    """``(1 - sigma(z), sigma(z))`` of the first output of ``net``, a one-channel logit
+    (B, 1, px, py, pz) (DTC's and SASSNet's segmentation head)."""
+
+    def prob_fn(x: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(net(x)[0].float())
+        return torch.cat([1.0 - p, p], dim=1)
 
     return prob_fn

@@ -1,7 +1,7 @@
 """SS-Net's network (baselines-more spec, section 4): the V-Net plus per-voxel MLP heads.
 
 The V-Net part is Subnet B unchanged (same state-dict keys ``encoder.*`` / ``decoder.*``,
-9,448,866 parameters): :func:`ssnet_vnet_state` hands it to a plain
+9,448,866 parameters): :func:`~semiseg3d.models.vnet.vnet_state` hands it to a plain
 :class:`~semiseg3d.models.vnet.VNet` for inference. The heads act on voxels as rows
 (``(M, C)`` tensors, one row per voxel) and keep PyTorch's default initialisation, as in
 the original (:func:`~semiseg3d.models.blocks.init_weights` touches only the 3-D layers):
@@ -16,7 +16,8 @@ Heads 8,452 parameters, total 9,457,318.
 
 from __future__ import annotations
 
-import torch
+from typing import Any
+
 from torch import nn
 
 from semiseg3d.models.vnet import VNet
@@ -27,7 +28,6 @@ __all__ = [
     "prediction_head",
     "selector_head",
     "SSNet",
-    "ssnet_vnet_state",
 ]
 
 #: width of the projected / predicted voxel features and of the prototype memory rows
@@ -60,26 +60,15 @@ class SSNet(VNet):
     """V-Net (forward unchanged: ``(logits, x9)``) with SS-Net's voxel heads as attributes.
 
     Args:
-        in_channels, n_classes, n_filters, has_dropout: as for the V-Net.
         feat_dim: width of P, Q and the selectors (32).
+        vnet: the V-Net's keyword arguments (``in_channels``, ``n_classes``, ``n_filters``,
+            ``has_dropout``).
     """
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        n_classes: int = 2,
-        n_filters: int = 16,
-        has_dropout: bool = True,
-        feat_dim: int = FEAT_DIM,
-    ) -> None:
-        super().__init__(in_channels, n_classes, n_filters, has_dropout)
-        self.projection_head = projection_head(n_filters, feat_dim)
+    def __init__(self, feat_dim: int = FEAT_DIM, **vnet: Any) -> None:
+        super().__init__(**vnet)
+        classes = range(self.n_classes)
+        self.projection_head = projection_head(self.n_filters, feat_dim)
         self.prediction_head = prediction_head(feat_dim)
-        self.selectors = nn.ModuleList(selector_head(feat_dim) for _ in range(n_classes))
-        self.memory_selectors = nn.ModuleList(selector_head(feat_dim) for _ in range(n_classes))
-
-
-def ssnet_vnet_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The ``encoder.*`` and ``decoder.*`` entries of an :class:`SSNet` state dict: the state
-    of a plain :class:`~semiseg3d.models.vnet.VNet` (the heads are dropped)."""
-    return {k: v for k, v in state.items() if k.startswith(("encoder.", "decoder."))}
+        self.selectors = nn.ModuleList(selector_head(feat_dim) for _ in classes)
+        self.memory_selectors = nn.ModuleList(selector_head(feat_dim) for _ in classes)

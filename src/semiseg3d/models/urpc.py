@@ -11,6 +11,8 @@ same four heads; the V-Net version is the project's choice.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,7 +20,7 @@ from torch import nn
 from semiseg3d.models.blocks import check_spatial_shape, init_weights, out_conv
 from semiseg3d.models.vnet import VNet
 
-__all__ = ["URPCNet", "urpc_vnet_state"]
+__all__ = ["URPCNet"]
 
 
 class URPCNet(VNet):
@@ -28,22 +30,15 @@ class URPCNet(VNet):
     like every convolution of the V-Net.
 
     Args:
-        in_channels, n_classes, n_filters, has_dropout: as for the V-Net.
+        vnet: the V-Net's keyword arguments (``in_channels``, ``n_classes``, ``n_filters``,
+            ``has_dropout``).
     """
 
-    def __init__(
-        self,
-        in_channels: int = 1,
-        n_classes: int = 2,
-        n_filters: int = 16,
-        has_dropout: bool = True,
-    ) -> None:
-        super().__init__(in_channels, n_classes, n_filters, has_dropout)
-        f = n_filters
+    def __init__(self, **vnet: Any) -> None:
+        super().__init__(**vnet)
+        f, c = self.n_filters, self.n_classes
         #: heads on x8 (1/2), x7 (1/4), x6 (1/8): SSL4MIS's dsv2, dsv3, dsv4
-        self.aux_heads = nn.ModuleList(
-            [out_conv(2 * f, n_classes), out_conv(4 * f, n_classes), out_conv(8 * f, n_classes)]
-        )
+        self.aux_heads = nn.ModuleList([out_conv(2 * f, c), out_conv(4 * f, c), out_conv(8 * f, c)])
         init_weights(self.aux_heads)
 
     def forward(  # type: ignore[override]
@@ -66,9 +61,3 @@ class URPCNet(VNet):
             for head, feat in zip(self.aux_heads, (x8, x7, x6), strict=True)
         ]
         return z_main, aux[0], aux[1], aux[2]
-
-
-def urpc_vnet_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The ``encoder.*`` and ``decoder.*`` entries of a :class:`URPCNet` state dict: a plain
-    :class:`~semiseg3d.models.vnet.VNet` (main head only)."""
-    return {k: v for k, v in state.items() if k.startswith(("encoder.", "decoder."))}

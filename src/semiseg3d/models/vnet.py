@@ -19,7 +19,7 @@ from semiseg3d.models.blocks import (
     out_conv,
 )
 
-__all__ = ["VNetEncoder", "VNetDecoder", "EncoderDecoder", "VNet"]
+__all__ = ["VNetEncoder", "VNetDecoder", "EncoderDecoder", "VNet", "vnet_state"]
 
 Features = list[torch.Tensor]
 
@@ -164,6 +164,14 @@ class VNet(EncoderDecoder):
         has_dropout: bool = True,
     ) -> None:
         super().__init__()
+        self.n_filters, self.n_classes = n_filters, n_classes
         self.encoder = VNetEncoder(in_channels, n_filters, has_dropout)
         self.decoder = VNetDecoder(n_classes, n_filters, has_dropout)
         init_weights(self)
+
+
+def vnet_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``encoder.*`` and ``decoder.*`` entries of the state dict of a V-Net with extra
+    heads (URPC's pyramid heads, SS-Net's voxel MLPs): the state of a plain :class:`VNet`
+    (its main head only)."""
+    return {k: v for k, v in state.items() if k.startswith(("encoder.", "decoder."))}
