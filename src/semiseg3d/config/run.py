@@ -332,7 +332,8 @@ def config_from_mapping(
     except InputError as exc:
         # name where the offending key was set: the file, or --set KEY
         message = str(exc)
-        keys = re.findall(r"config keys? '(\w+)'", message)
+        # (a method option names its key as 'method_options.<name>')
+        keys = [k.split(".")[0] for k in re.findall(r"config keys? '([\w.]+)'", message)]
         where = next((key_sources[k] for k in keys if k in key_sources), source)
         if where == "config":
             raise
