@@ -224,7 +224,7 @@ def test_discriminator_state_round_trip() -> None:
     sgd_step(nets, total)
     method.after_step(0)
     state = method.state_dict()
-    assert set(state) == {"discriminator", "optimizer"}
+    assert set(state) == {"discriminator", "optimizer", "last_d_loss"}
     other = SASSNetMethod(method.cfg)
     torch.manual_seed(1)  # a different D
     _, other_nets = other.build()
@@ -237,6 +237,9 @@ def test_discriminator_state_round_trip() -> None:
     assert set(a) == set(b) and len(a) == 12  # 6 layers x (weight, bias)
     for k in a:
         assert torch.equal(a[k]["exp_avg"], b[k]["exp_avg"]) and float(a[k]["step"]) == 1.0
+    # the D loss of the last step, logged by the next step as disc_prev, comes along
+    assert other._last_d_loss is not None and method._last_d_loss is not None
+    assert torch.equal(other._last_d_loss, method._last_d_loss)
 
 
 def test_inference_rule_is_the_segmentation_head() -> None:
