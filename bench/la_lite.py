@@ -23,11 +23,17 @@ Methods (``--methods``; each a row of the CSV, with its seed):
   :class:`~semiseg3d.config.run.TrainConfig`);
 - ``paper_literal``: the paper's text read literally (CPS target ``p_fg >= 0.6``, pseudo-label
   terms at weight 1 from the first iteration);
+- a comparison method's config name (``uamt``, ``dtc``, ``mcnet``, ...): that method under
+  the same protocol (its ``shared`` recipe unless ``--set recipe=own``);
 - any other name with ``--set KEY=VALUE`` overrides on top of ``paper`` (diagnostics and
   ablations, e.g. ``--methods no_cps --set use_cps=false``).
 
 Rows go to ``reports/bench/la_lite.csv`` (test split) or ``reports/bench/la_lite_val.csv``
-(val split), keyed by (method, seed, iterations); a row already there is replaced. Columns:
+(val split), keyed by (method, seed, iterations); a row already there is replaced. The
+per-case metrics of each run go beside it to ``la_lite_cases.csv`` / ``la_lite_val_cases.csv``
+(method, seed, split, iterations, case, dice, jaccard, hd95, asd, pred_voxels, true_voxels,
+commit), replaced the same way: the paired statistics of ``bench/la_lite_summary.py`` need
+them. Columns:
 method, seed, split, labeled, iterations, dice, dice_sd, jaccard, hd95, asd, empty,
 vol_ratio (median over cases of predicted / true foreground voxels), seconds (training),
 s_per_it, precision, commit, machine, date. Dice and Jaccard in %, distances in voxels.
@@ -87,6 +93,22 @@ COLUMNS = (
     "commit",
     "machine",
     "date",
+)
+
+#: per-case table (``la_lite_cases.csv``): the statistics of bench/la_lite_summary.py need it
+CASE_COLUMNS = (
+    "method",
+    "seed",
+    "split",
+    "iterations",
+    "case",
+    "dice",
+    "jaccard",
+    "hd95",
+    "asd",
+    "pred_voxels",
+    "true_voxels",
+    "commit",
 )
 
 #: named methods: config keys on top of the common protocol
@@ -151,10 +173,17 @@ def bench_config(method: str, args: argparse.Namespace, iterations: int) -> Trai
         "extra": {"variant": method, "bench": f"la_lite_{args.split}"},
         **scaled_schedule(iterations),
     }
-    mapping.update(PRESETS.get(method, PRESETS["paper"]))
+    mapping.update(PRESETS.get(method) or _baseline_preset(method) or PRESETS["paper"])
     if method not in ("suponly", "code_faithful"):
         mapping.update(parse_overrides(args.overrides))
     return config_from_mapping(mapping, f"bench/la_lite.py ({method})")
+
+
+def _baseline_preset(method: str) -> dict[str, Any] | None:
+    """``{"method": name}`` when ``method`` names a registered comparison method."""
+    from semiseg3d.config.registry import baseline_names
+
+    return {"method": method} if method in baseline_names() else None
 
 
 def machine() -> str:
@@ -197,21 +226,50 @@ def measure(args: argparse.Namespace) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def volume_ratios(run: Path, cfg: TrainConfig) -> list[float]:
-    """Predicted / true foreground voxels per evaluated case of a tested run."""
+def foreground_voxels(run: Path, cfg: TrainConfig) -> dict[str, tuple[int, int]]:
+    """``case -> (predicted, true)`` foreground voxels of each evaluated case of a tested run
+    (on the halved grid)."""
     ids = [line.strip() for line in Path(cfg.test_list).read_text().splitlines() if line.strip()]
     ds = VolumeDataset(cfg.data_dir, ids, cfg.patch, downsample=cfg.downsample)
-    ratios = []
+    out = {}
     for index, case in enumerate(ids):
         pred = read_mask(run / "predictions" / f"{case}.nii.gz")[0]
         label = ds.volume(index).label
         assert label is not None
-        ratios.append(float(np.count_nonzero(pred == 1)) / max(1, int(np.count_nonzero(label))))
-    return ratios
+        out[case] = (int(np.count_nonzero(pred == 1)), int(np.count_nonzero(label)))
+    return out
 
 
-def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Train and score one method; return its CSV row."""
+def case_rows(
+    method: str, args: argparse.Namespace, table: Any, voxels: dict[str, tuple[int, int]]
+) -> list[dict[str, Any]]:
+    """The per-case rows of one run (Dice and Jaccard in %, distances in voxels)."""
+    rows = []
+    for r in table.itertuples(index=False):
+        if r.case in ("mean", "sd", "sem"):
+            continue
+        pred, true = voxels[r.case]
+        rows.append(
+            {
+                "method": method,
+                "seed": args.seed,
+                "split": args.split,
+                "iterations": args.iterations,
+                "case": r.case,
+                "dice": round(100 * float(r.dice), 4),
+                "jaccard": round(100 * float(r.jaccard), 4),
+                "hd95": round(float(r.hd95), 4),
+                "asd": round(float(r.asd), 4),
+                "pred_voxels": pred,
+                "true_voxels": true,
+                "commit": args.commit,
+            }
+        )
+    return rows
+
+
+def run_method(method: str, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict]]:
+    """Train and score one method; return its CSV row and its per-case rows."""
     cfg = bench_config(method, args, args.iterations)
     out = Path(args.work) / args.split / f"{method}_s{args.seed}_it{args.iterations}"
     t0 = time.monotonic()
@@ -223,11 +281,12 @@ def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
     print(f"{method}: scored in {time.monotonic() - t1:.0f} s", flush=True)
     stats = table.set_index("case")
     mean, sd = stats.loc["mean"], stats.loc["sd"]
-    ratios = volume_ratios(out, cfg)
+    voxels = foreground_voxels(out, cfg)
+    ratios = [p / max(1, t) for p, t in voxels.values()]
     import yaml
 
     runtime = yaml.safe_load((out / "config.yaml").read_text()).get("runtime", {})
-    return {
+    row = {
         "method": method,
         "seed": args.seed,
         "split": args.split,
@@ -247,6 +306,7 @@ def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "date": dt.date.today().isoformat(),
     }
+    return row, case_rows(method, args, table, voxels)
 
 
 def _recorded_seconds(out: Path) -> float:
@@ -260,8 +320,17 @@ def _recorded_seconds(out: Path) -> float:
 def write_row(row: dict[str, Any], path: Path) -> None:
     """Add ``row`` to the table at ``path`` atomically, replacing an earlier row with the
     same (method, seed, iterations); other rows are kept."""
+    write_rows([row], path, COLUMNS)
+
+
+def write_rows(new: list[dict[str, Any]], path: Path, columns: tuple[str, ...]) -> None:
+    """Add ``new`` (rows of one run: one method, seed and iterations) to the table at
+    ``path`` atomically, replacing the earlier rows of that run; other rows are kept."""
     from semiseg3d.io.atomic import atomic_path
 
+    if not new:
+        return
+    row = new[0]
     path.parent.mkdir(parents=True, exist_ok=True)
     key = (str(row["method"]), str(row["seed"]), str(row["iterations"]))
     # two bench processes may finish together: the read-modify-write holds a lock
@@ -273,9 +342,9 @@ def write_row(row: dict[str, Any], path: Path) -> None:
                 rows = [
                     r for r in csv.DictReader(f) if (r["method"], r["seed"], r["iterations"]) != key
                 ]
-        rows.append(row)
+        rows.extend(new)
         with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
 
@@ -285,6 +354,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=str(shared_dir() / "data" / "LA"), help="LA dataset folder")
     p.add_argument("--work", default=str(repo_root() / "results" / "bench" / "la_lite"))
     p.add_argument("--csv", default="", help="output table (default by --split)")
+    p.add_argument(
+        "--cases-csv", default="", help="per-case output table (default: the table's name + _cases)"
+    )
     p.add_argument("--split", choices=("val", "test"), default="val")
     p.add_argument("--iterations", type=int, default=600)
     p.add_argument("--labeled", type=int, default=8)
@@ -309,6 +381,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.csv:
         name = "la_lite.csv" if args.split == "test" else "la_lite_val.csv"
         args.csv = str(repo_root() / "reports" / "bench" / name)
+    if not args.cases_csv:
+        csv_path = Path(args.csv)
+        args.cases_csv = str(csv_path.with_name(csv_path.stem + "_cases.csv"))
     args.commit = commit()
     return args
 
@@ -320,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         measure(args)
         return 0
     for method in args.methods:
-        row = run_method(method, args)
+        row, cases = run_method(method, args)
         write_row(row, Path(args.csv))
+        write_rows(cases, Path(args.cases_csv), CASE_COLUMNS)
         print("ROW " + ",".join(str(row[c]) for c in COLUMNS), flush=True)
     return 0
 

@@ -54,3 +54,28 @@ def tiny_overlay(variants: list[str]) -> dict[str, Any]:
             "experiments": [{"name": "tiny", "ratios": [50], "variants": variants}],
         },
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bf16_verdict_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One bf16 self-check cache for the whole session (tests and the commands they start),
+    kept out of the user's ``~/.cache``: each shape is checked once per test session."""
+    import os
+
+    folder = tmp_path_factory.mktemp("bf16-cache")
+    old = os.environ.get("SEMISEG3D_CACHE_DIR")
+    os.environ["SEMISEG3D_CACHE_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("SEMISEG3D_CACHE_DIR", None)
+    else:
+        os.environ["SEMISEG3D_CACHE_DIR"] = old
+
+
+def cpu_bf16_trains(cfg: Any) -> bool:
+    """Whether this CPU passes the bf16 self-check for a training run of ``cfg`` (the check
+    a test that forces ``amp: bf16`` asks first; cached for the session)."""
+    from semiseg3d.bf16check import bf16_verdict
+    from semiseg3d.training.runtime import training_probe
+
+    return bf16_verdict(training_probe(cfg), True).ok

@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "paths", "cliargs"),
     ("io",),
     ("config",),
-    ("accel",),
+    ("accel", "bf16check"),
     ("data",),
     ("models",),
     ("losses",),

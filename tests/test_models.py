@@ -408,3 +408,20 @@ def test_the_image_reading_convolutions_are_image_convs() -> None:
     assert isinstance(model.vnet.encoder.block_one[0], ImageConv3d)
     n_image_convs = sum(isinstance(m, ImageConv3d) for m in model.modules())
     assert n_image_convs == 2  # nothing deeper in the networks
+
+
+def test_decode_levels_gives_forward_outputs_and_the_deeper_features() -> None:
+    """``decode_levels`` returns what ``forward`` returns plus x6, x7, x8 at 1/8, 1/4, 1/2 size
+    with 8, 4, 2 times the base width (the V-Net's block widths, spec section 1.2)."""
+    from semiseg3d.models.vnet import VNet
+
+    torch.manual_seed(0)
+    net = VNet(n_filters=4).eval()
+    x = torch.randn(2, 1, 32, 32, 16)
+    with torch.no_grad():
+        logits, x9 = net(x)
+        logits2, x9b, (x6, x7, x8) = net.decoder.decode_levels(net.encode(x))
+    assert torch.equal(logits, logits2) and torch.equal(x9, x9b)
+    assert x6.shape == (2, 32, 4, 4, 2)
+    assert x7.shape == (2, 16, 8, 8, 4)
+    assert x8.shape == (2, 8, 16, 16, 8)

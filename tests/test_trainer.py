@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import cpu_bf16_trains
 from test_checkpoint_resume import SHAPE, write_synthetic
 
 from semiseg3d.cli import main as cli_main
-from semiseg3d.config.run import TrainConfig
+from semiseg3d.config.run import TrainConfig, load_config
 from semiseg3d.data.volumes import case_path, downsample_volume, load_volume, read_list
 from semiseg3d.training.trainer import train
 
@@ -75,10 +76,19 @@ def test_train_and_test_commands_write_the_run_folder(
         "iterations: 2\ncheckpoint_every: 5\nnum_workers: 0\n"
     )
     run = tmp_path / "run"
+    # bf16 where this CPU passes the self-check for this run, else the refusal and float32
+    amp = "bf16" if cpu_bf16_trains(load_config(config, {"mode": "code_faithful"})) else "none"
     sets = ["mode=code_faithful", "amp=bf16", "perturbation=gaussian", "extra={variant: x}"]
     argv = ["train", "--config", str(config), "--out", str(run)]
     for item in sets:
         argv += ["--set", item]
+    if amp == "none":
+        capsys.readouterr()
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "config key 'amp' = 'bf16': this CPU computes dual" in err[0]
+        assert not run.exists()
+        argv[argv.index("amp=bf16")] = "amp=none"
     assert cli_main(argv) == 0
     for name in (
         "config.yaml",
@@ -90,9 +100,10 @@ def test_train_and_test_commands_write_the_run_folder(
     assert not (run / "checkpoint.pt").exists()  # a finished run does not keep it
     assert not list(run.rglob("dvc.yaml"))
     log = (run / "train.log").read_text()
-    assert "precision bf16 (amp 'bf16')" in log
+    precision = {"bf16": "bf16", "none": "fp32"}[amp]
+    assert f"precision {precision} (amp '{amp}')" in log
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["amp"] == "bf16" and saved["runtime"]["precision"] == "bf16"
+    assert saved["amp"] == amp and saved["runtime"]["precision"] == precision
     assert saved["runtime"]["device"] == "cpu"
     # code_faithful: the prototype loss is NaN by design and the run goes on
     assert "pgl=nan" in log and "finished 2 iterations" in log

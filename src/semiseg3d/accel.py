@@ -14,13 +14,12 @@ function, :func:`resolve_runtime`, into an :class:`Acceleration`:
   float32 elsewhere. ``bf16`` / ``fp16`` force a dtype; ``none`` is float32.
 - ``channels_last: auto`` -> ``torch.channels_last_3d`` whenever autocast is on, or on CUDA;
   float32 on a CPU stays in the default (contiguous) format, the reference path.
-- A CPU patch guard: oneDNN (measured with v3.12, PyTorch 2.13) computes the stride-2 3x3x3
-  convolution of the deepest ResNet-34 stage (128 -> 256 channels) WRONGLY in bf16 when its
-  output has an axis of length 1 and another longer one: relative errors 1.3 to 1e36 against
-  float64, sometimes different on each call (``bench/bf16_conv_check.py``). That output is
-  ``patch / 16``, so on a CPU ``auto`` falls back to float32 for such patches (the reason is
-  in the log) and ``bf16`` is refused; every patch axis >= :data:`CPU_BF16_MIN_PATCH` (or
-  all axes <= 16) avoids it.
+- The CPU bf16 self-check (:mod:`semiseg3d.bf16check`): oneDNN's bf16 kernels are wrong at
+  some small shapes, which shapes depending on the CPU. When bf16 would run on a CPU and the
+  caller hands a :class:`~semiseg3d.bf16check.Bf16Probe` (the run's networks and input
+  shape), the networks run once in float32 and in bf16 and are compared (the verdict is
+  cached per CPU, torch and oneDNN version). A failed check makes ``auto`` fall back to
+  float32 (the reason goes to the log) and refuses ``bf16`` with one line.
 
 Losses are always computed in float32 (the objective disables autocast), and inference
 accumulates window probabilities in float32.
@@ -30,20 +29,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from semiseg3d.bf16check import Bf16Probe, bf16_verdict
 from semiseg3d.config.run import AMP_CHOICES
 from semiseg3d.errors import InputError
 
 __all__ = [
     "AMP_CHOICES",
     "DEVICE_CHOICES",
-    "CPU_BF16_MIN_PATCH",
     "Acceleration",
     "cpu_supports_bf16",
     "cuda_supports_bf16",
@@ -54,8 +52,6 @@ __all__ = [
 ]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-#: patch axes (voxels) at or above this always pass the CPU bf16 guard (patch / 16 >= 2)
-CPU_BF16_MIN_PATCH = 32
 _DTYPE_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
@@ -129,27 +125,11 @@ class Acceleration:
         return out
 
 
-def cpu_bf16_patch_problem(patch: Sequence[int] | None) -> str:
-    """Why bf16 must not run on a CPU with this network input ``patch`` (X, Y, Z voxels),
-    or "" when it may: the deepest feature map (``patch / 16``) has an axis of length 1
-    and a longer one (see the module doc: the oneDNN stride-2 convolution fault)."""
-    if patch is None:
-        return ""
-    deepest = [-(-int(p) // 16) for p in patch]
-    if min(deepest) > 1 or max(deepest) == 1:
-        return ""
-    return (
-        f"patch {list(patch)} makes the deepest feature map {deepest}, where oneDNN's bf16 "
-        "stride-2 convolution gives wrong values on a CPU (an axis of length 1 beside a "
-        f"longer one; every patch axis >= {CPU_BF16_MIN_PATCH} avoids it)"
-    )
-
-
 def resolve_acceleration(
     amp: str,
     channels_last: bool | str,
     device: torch.device | str,
-    patch: Sequence[int] | None = None,
+    probe: Bf16Probe | None = None,
 ) -> Acceleration:
     """Resolve the config keys ``amp`` and ``channels_last`` for ``device``.
 
@@ -157,15 +137,16 @@ def resolve_acceleration(
         amp: ``auto`` | ``none`` | ``bf16`` | ``fp16``.
         channels_last: True, False or ``"auto"``.
         device: the device the networks run on.
-        patch: the network input size (X, Y, Z) in voxels (training patch, sliding
-            window), for the CPU bf16 patch guard; None skips the guard.
+        probe: the run's networks and input shape for the CPU bf16 self-check
+            (:func:`semiseg3d.bf16check.bf16_verdict`); None trusts the CPU without a check
+            (tools that compare paths themselves, such as the speed benchmark).
 
     Returns:
         An :class:`Acceleration`.
 
     Raises:
         InputError: an unknown value, ``fp16`` on a CPU (no fast float16 path there;
-            use ``bf16`` or ``auto``), or ``bf16`` on a CPU with a patch the guard refuses.
+            use ``bf16`` or ``auto``), or ``bf16`` on a CPU whose self-check failed.
     """
     dev = torch.device(device)
     if amp not in AMP_CHOICES:
@@ -176,15 +157,10 @@ def resolve_acceleration(
         )
     dtype: torch.dtype | None
     note = ""
-    problem = cpu_bf16_patch_problem(patch) if dev.type == "cpu" else ""
     if amp == "auto":
         fast = cuda_supports_bf16() if dev.type == "cuda" else cpu_supports_bf16()
         dtype = torch.bfloat16 if fast and dev.type in ("cpu", "cuda") else None
-        if dtype is not None and problem:
-            dtype, note = None, f"float32 instead of bf16: {problem}"
     elif amp == "bf16":
-        if problem:
-            raise InputError(f"config key 'amp' = 'bf16' on a CPU: {problem}; use auto or none")
         dtype = torch.bfloat16
     elif amp == "fp16":
         if dev.type != "cuda":
@@ -192,6 +168,20 @@ def resolve_acceleration(
         dtype = torch.float16
     else:
         dtype = None
+    if dtype == torch.bfloat16 and dev.type == "cpu" and probe is not None:
+        cl_bf16 = True if channels_last == "auto" else bool(channels_last)
+        verdict = bf16_verdict(probe, cl_bf16)
+        if not verdict.ok:
+            where = f"{probe.label} at input {list(probe.shape)}"
+            if amp == "bf16":
+                raise InputError(
+                    f"config key 'amp' = 'bf16': this CPU computes {where} wrongly in bf16 "
+                    f"({verdict.reason}); use auto or none"
+                )
+            dtype, note = (
+                None,
+                f"float32 instead of bf16: bf16 self-check failed for {where} ({verdict.reason})",
+            )
     if channels_last == "auto":
         cl = dtype is not None or dev.type == "cuda"
     else:
@@ -234,7 +224,7 @@ def resolve_runtime(
     device: str | torch.device,
     amp: str,
     channels_last: bool | str,
-    patch: Sequence[int] | None = None,
+    probe: Bf16Probe | None = None,
     *,
     where: str = "config key 'device'",
 ) -> Acceleration:
@@ -242,10 +232,11 @@ def resolve_runtime(
 
     Args:
         device: ``auto`` | ``cpu`` | ``cuda`` or a ``torch.device`` (:func:`resolve_device`).
-        amp, channels_last, patch: as for :func:`resolve_acceleration`.
+        amp, channels_last, probe: as for :func:`resolve_acceleration` (``probe``: the run's
+            networks and input shape for the CPU bf16 self-check).
         where: what a device error names.
 
     Raises:
         InputError: see :func:`resolve_device` and :func:`resolve_acceleration`.
     """
-    return resolve_acceleration(amp, channels_last, resolve_device(device, where), patch)
+    return resolve_acceleration(amp, channels_last, resolve_device(device, where), probe)

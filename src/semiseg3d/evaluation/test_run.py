@@ -97,7 +97,7 @@ def test_run(
         raise InputError(f"{lst}: case list is empty")
     if batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {batch_size}")
-    accel = runtime_for(cfg, device, where="device")
+    accel = runtime_for(cfg, nets, batch_size, device, where="device")
     dev = accel.device
     members, prob_fn, lcc = prepared_rule(cfg, nets, accel, subnet)
     alt_rows: list[dict] | None = [] if spec(cfg.method).baseline else None

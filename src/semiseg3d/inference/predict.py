@@ -302,7 +302,7 @@ def predict_scan(
         cfg, nets = load_trained(run)
         if device not in (None, "cpu", "cuda"):
             raise InputError(f"--device must be cpu or cuda, got {device!r}")
-        accel = runtime_for(cfg, device)
+        accel = runtime_for(cfg, nets, batch_size, device)
         dev = accel.device
         opts, source = recipe_for_run(run, cfg.data_dir, cfg.dataset, preprocess)
         image = read_image(scan)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from semiseg3d.accel import Acceleration, inference_device, resolve_runtime
+from semiseg3d.bf16check import Bf16Probe
 from semiseg3d.config.run import TrainConfig, config_from_mapping
 from semiseg3d.errors import InputError
 from semiseg3d.inference.fold import fold_batchnorm
@@ -16,7 +17,7 @@ from semiseg3d.methods import get_method
 from semiseg3d.models.probs import ProbFn
 from semiseg3d.training.checkpoint import FINAL_NAME, load_final
 
-__all__ = ["load_trained", "runtime_for", "prepared_rule"]
+__all__ = ["load_trained", "inference_probe", "runtime_for", "prepared_rule"]
 
 
 def load_trained(run_dir: str | Path) -> tuple[TrainConfig, dict[str, nn.Module]]:
@@ -52,16 +53,33 @@ def load_trained(run_dir: str | Path) -> tuple[TrainConfig, dict[str, nn.Module]
     return cfg, nets
 
 
+def inference_probe(cfg: TrainConfig, nets: dict[str, nn.Module], batch_size: int) -> Bf16Probe:
+    """The CPU bf16 self-check of sliding-window inference: the trained networks in eval mode
+    on one window batch ``(batch_size, 1, *patch)``."""
+    return Bf16Probe(
+        build=lambda: list(nets.values()),
+        shape=(batch_size, 1, *cfg.patch),
+        train=False,
+        label=cfg.method,
+    )
+
+
 def runtime_for(
-    cfg: TrainConfig, device: str | torch.device | None = None, where: str = "--device"
+    cfg: TrainConfig,
+    nets: dict[str, nn.Module],
+    batch_size: int,
+    device: str | torch.device | None = None,
+    where: str = "--device",
 ) -> Acceleration:
     """Device, precision and memory format to run a finished run with (``test``,
     ``predict``): ``device`` when given, else ``auto`` unless the run says ``cpu``
     (:func:`semiseg3d.accel.inference_device`), and the run's ``amp`` / ``channels_last``
-    for its patch (:func:`semiseg3d.accel.resolve_runtime`; ``where`` names the option in a
-    device error)."""
+    checked on its networks at ``batch_size`` windows (:func:`inference_probe`,
+    :func:`semiseg3d.accel.resolve_runtime`; ``where`` names the option in a device error).
+    """
     choice = inference_device(cfg.device, device)
-    return resolve_runtime(choice, cfg.amp, cfg.channels_last, cfg.patch, where=where)
+    probe = inference_probe(cfg, nets, batch_size)
+    return resolve_runtime(choice, cfg.amp, cfg.channels_last, probe, where=where)
 
 
 def prepared_rule(

@@ -96,15 +96,28 @@ class VNetDecoder(nn.Module):
             post-ReLU and after the dropout (in train mode about half its channels are zero
             per sample).
         """
+        logits, x9, _ = self.decode_levels(features)
+        return logits, x9
+
+    def decode_levels(
+        self, features: Features
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Decode ``[x1, ..., x5]`` and also hand back the deeper decoder features.
+
+        Returns:
+            ``(logits, x9, [x6, x7, x8])``: logits and x9 as :meth:`forward`; x6, x7, x8 are
+            the outputs of ``block_six`` / ``block_seven`` / ``block_eight`` before their
+            up-convolutions: (B, 8 n_filters, X/8, Y/8, Z/8), (B, 4 n_filters, X/4, Y/4, Z/4),
+            (B, 2 n_filters, X/2, Y/2, Z/2) (URPC's pyramid heads, CPCL / AC-MT prototypes).
+        """
         x1, x2, x3, x4, x5 = features
-        x = self.block_five_up(x5) + x4
-        x = self.block_six_up(self.block_six(x)) + x3
-        x = self.block_seven_up(self.block_seven(x)) + x2
-        x = self.block_eight_up(self.block_eight(x)) + x1
-        x9 = self.block_nine(x)
+        x6 = self.block_six(self.block_five_up(x5) + x4)
+        x7 = self.block_seven(self.block_six_up(x6) + x3)
+        x8 = self.block_eight(self.block_seven_up(x7) + x2)
+        x9 = self.block_nine(self.block_eight_up(x8) + x1)
         if self.has_dropout:
             x9 = self.dropout(x9)
-        return self.out_conv(x9), x9
+        return self.out_conv(x9), x9, [x6, x7, x8]
 
 
 class EncoderDecoder(nn.Module):

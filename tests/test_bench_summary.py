@@ -1,0 +1,137 @@
+"""bench/la_lite_summary.py: the per-seed summary and the paired comparison with `paper`
+(issue 19), on hand-made tables whose expected values are worked out in the comments."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from semiseg3d.paths import repo_root
+
+
+@pytest.fixture(scope="module")
+def summary():
+    path = repo_root() / "bench" / "la_lite_summary.py"
+    spec = importlib.util.spec_from_file_location("la_lite_summary", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["la_lite_summary"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_rows(method: str, dices: list[float]) -> list[dict]:
+    return [
+        {
+            "method": method,
+            "seed": s,
+            "iterations": 600,
+            "dice": d,
+            "jaccard": d - 10,
+            "hd95": 5.0 + i,
+            "asd": 1.0,
+            "empty": i % 2,
+            "vol_ratio": 1.0,
+        }
+        for i, (s, d) in enumerate(zip((1337, 2024, 7), dices, strict=False))
+    ]
+
+
+def _case_rows(method: str, seeds: list[int], dice: dict[str, float]) -> list[dict]:
+    return [
+        {"method": method, "seed": s, "iterations": 600, "case": c, "dice": d}
+        for s in seeds
+        for c, d in dice.items()
+    ]
+
+
+def test_summary_mean_sem_order(summary) -> None:
+    rows = pd.DataFrame(
+        _run_rows("code_faithful", [80.0, 82.0, 84.0])
+        + _run_rows("paper", [81.0])
+        + _run_rows("mcf", [70.0, 72.0])
+    )
+    table = summary.summarize(rows)
+    # Table 1's order: mcf before paper; code_faithful (not in Table 1) after both
+    assert table["method"].tolist() == ["mcf", "paper", "code_faithful"]
+    cf = table.set_index("method").loc["code_faithful"]
+    # per-seed Dice 80, 82, 84: SD 2, SEM 2 / sqrt(3) = 1.1547; HD95 5, 6, 7 -> mean 6
+    assert cf["dice_mean"] == 82.0 and cf["dice_sem"] == pytest.approx(1.15, abs=0.006)
+    assert cf["hd95_mean"] == 6.0 and cf["hd95_sem"] == pytest.approx(0.58, abs=0.006)
+    assert cf["empty_total"] == 1  # seeds 1 and 3 have 0, seed 2 has 1
+    assert math.isnan(table.set_index("method").loc["paper", "dice_sem"])  # one seed
+
+
+def test_paired_differences_use_only_shared_seeds_and_cases(summary) -> None:
+    cases = pd.DataFrame(
+        _case_rows("paper", [1337, 2024], {"a": 80.0, "b": 70.0, "c": 60.0})
+        + _case_rows("mcf", [1337, 2024, 7], {"a": 82.0, "b": 69.0})
+    )
+    d = summary.paired_differences(cases, "mcf", "paper", 600)
+    # 2 seeds x 2 cases; a: +2, b: -1
+    assert len(d) == 4 and set(d["seed"]) == {1337, 2024} and set(d["case"]) == {"a", "b"}
+    assert sorted(d["diff"].tolist()) == [-1.0, -1.0, 2.0, 2.0]
+
+
+def test_paired_stats_by_hand(summary) -> None:
+    # six cases, one seed, differences 1..6 (all positive, no ties): the exact two-sided
+    # Wilcoxon p is 2 / 2^6 = 0.03125 (only the all-positive and all-negative sign patterns
+    # are as extreme); the mean is 3.5; every bootstrap mean of positive values is > 0
+    diffs = pd.DataFrame({"seed": [1] * 6, "case": list("abcdef"), "diff": [1.0, 2, 3, 4, 5, 6]})
+    res = summary.paired_stats(diffs, n_boot=2000)
+    assert res.n_cases == 6 and res.n_seeds == 1
+    assert res.mean_diff == pytest.approx(3.5)
+    assert res.p_wilcoxon == pytest.approx(0.03125)
+    assert 1.0 <= res.ci_low < 3.5 < res.ci_high <= 6.0 and res.verdict == "above"
+    # mirrored: -1..-6 is "below" with the same p
+    neg = diffs.assign(diff=-diffs["diff"])
+    res = summary.paired_stats(neg, n_boot=2000)
+    assert res.verdict == "below" and res.p_wilcoxon == pytest.approx(0.03125)
+
+
+def test_paired_stats_pools_seeds_and_resamples_cases(summary) -> None:
+    # case a: +4 on two seeds; case b: -2 on one seed only; case c: 0 on two seeds.
+    # pooled mean = (4 + 4 - 2 + 0 + 0) / 5 = 1.2; seed-averaged per case: 4, -2, 0
+    diffs = pd.DataFrame(
+        {"seed": [1, 2, 1, 1, 2], "case": ["a", "a", "b", "c", "c"], "diff": [4.0, 4, -2, 0, 0]}
+    )
+    res = summary.paired_stats(diffs, n_boot=4000, seed=3)
+    assert res.mean_diff == pytest.approx(1.2) and res.n_cases == 3 and res.n_seeds == 2
+    # a resample of only case b gives -2, of only case a gives +4: the interval spans 0
+    assert res.ci_low < 0 < res.ci_high and res.verdict == "not distinguishable"
+    # Wilcoxon on (4, -2, 0): scipy's default drops the zero, leaving ranks 2 (+) and 1 (-):
+    # the exact two-sided p of n = 2 is 1.0 (no pattern is less likely than another)
+    assert res.p_wilcoxon == pytest.approx(1.0)
+    assert summary.paired_stats(diffs.iloc[0:0]) is None
+
+
+def test_markdown_and_cli(summary, tmp_path: Path, capsys) -> None:
+    runs = pd.DataFrame(_run_rows("paper", [80.0, 81.0]) + _run_rows("uamt", [78.0, 79.0]))
+    runs.to_csv(tmp_path / "la_lite.csv", index=False)
+    cases = pd.DataFrame(
+        _case_rows("paper", [1337, 2024], {"a": 80.0, "b": 82.0, "c": 78.0})
+        + _case_rows("uamt", [1337, 2024], {"a": 79.0, "b": 81.0, "c": 77.0})
+    )
+    cases.to_csv(tmp_path / "la_lite_cases.csv", index=False)
+    out = tmp_path / "summary.md"
+    assert (
+        summary.main(["--csv", str(tmp_path / "la_lite.csv"), "--boot", "500", "--out", str(out)])
+        == 0
+    )
+    text = out.read_text()
+    assert text == capsys.readouterr().out
+    # the paper's LA 10 % values beside ours (paper_values.yaml: UA-MT 87.10, the method 89.95)
+    assert "| uamt | 1337 2024 | 78.00 / 79.00 | 78.50 +- 0.50 |" in text and "| 87.10 |" in text
+    assert "| 89.95 |" in text
+    # uamt is 1 below paper on every case and seed: interval [-1, -1], "below"
+    assert "| uamt | 3 | 2 | -1.00 | [-1.00, -1.00] |" in text and "| below |" in text
+    # no per-case table: said, not invented
+    (tmp_path / "la_lite_cases.csv").unlink()
+    assert summary.main(["--csv", str(tmp_path / "la_lite.csv")]) == 0
+    assert "paired statistics left out" in capsys.readouterr().out
+    assert summary.main(["--csv", str(tmp_path / "none.csv")]) == 2
