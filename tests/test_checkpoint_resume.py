@@ -143,9 +143,9 @@ def test_config_differences_treats_lists_and_tuples_alike() -> None:
 def test_nonfinite_term_stops_paper_run_and_keeps_last_good_checkpoint(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import semiseg3d.losses.objective as objective
+    import semiseg3d.methods.suponly as suponly
 
-    real = objective.suponly_objective
+    real = suponly.suponly_objective
     calls = {"n": 0}
 
     def poisoned(out_b, label):  # type: ignore[no-untyped-def]
@@ -156,7 +156,7 @@ def test_nonfinite_term_stops_paper_run_and_keeps_last_good_checkpoint(
             loss = loss + terms["sup_dice_b"]
         return loss, terms
 
-    monkeypatch.setattr(objective, "suponly_objective", poisoned)
+    monkeypatch.setattr(suponly, "suponly_objective", poisoned)
     cfg = tiny_config(data, method="suponly")
     out = tmp_path / "run"
     with pytest.raises(TrainingError, match=r"'sup_dice_b'.*iteration 2"):

@@ -232,7 +232,8 @@ def resolve_runtime(
 
     Args:
         device: ``auto`` | ``cpu`` | ``cuda`` or a ``torch.device`` (:func:`resolve_device`).
-        amp, channels_last, probe: as for :func:`resolve_acceleration`.
+        amp, channels_last, probe: as for :func:`resolve_acceleration` (``probe``: the run's
+            networks and input shape for the CPU bf16 self-check).
         where: what a device error names.
 
     Raises:

@@ -73,10 +73,10 @@ def runtime_for(
 ) -> Acceleration:
     """Device, precision and memory format to run a finished run with (``test``,
     ``predict``): ``device`` when given, else ``auto`` unless the run says ``cpu``
-    (:func:`semiseg3d.accel.inference_device`), and the run's ``amp`` / ``channels_last``,
-    bf16 only where the CPU self-check passes for ``nets`` on one window batch of
-    ``batch_size`` (:func:`inference_probe`; :func:`semiseg3d.accel.resolve_runtime`;
-    ``where`` names the option in a device error)."""
+    (:func:`semiseg3d.accel.inference_device`), and the run's ``amp`` / ``channels_last``
+    checked on its networks at ``batch_size`` windows (:func:`inference_probe`,
+    :func:`semiseg3d.accel.resolve_runtime`; ``where`` names the option in a device error).
+    """
     choice = inference_device(cfg.device, device)
     probe = inference_probe(cfg, nets, batch_size)
     return resolve_runtime(choice, cfg.amp, cfg.channels_last, probe, where=where)

@@ -26,10 +26,11 @@ import torch
 from semiseg3d.accel import Acceleration, resolve_runtime
 from semiseg3d.bf16check import Bf16Probe
 from semiseg3d.config.run import TrainConfig
+from semiseg3d.methods import get_method
 
 __all__ = [
-    "training_probe",
     "Precision",
+    "training_probe",
     "RunFeedback",
     "LOG_NAME",
     "LIVE_NAME",
@@ -42,8 +43,6 @@ LIVE_NAME = "live"
 def training_probe(cfg: TrainConfig) -> Bf16Probe:
     """The CPU bf16 self-check of a training run: the method's freshly built networks, in
     train mode, on one batch of ``(batch_labeled [+ batch_unlabeled], 1, *patch)``."""
-    from semiseg3d.methods import get_method
-
     method = get_method(cfg)
     batch = cfg.batch_labeled + (cfg.batch_unlabeled if method.uses_unlabeled else 0)
     return Bf16Probe(
@@ -73,8 +72,9 @@ class Precision:
         """``cfg.device``, ``cfg.amp`` and ``cfg.channels_last`` resolved (CPU and CUDA alike).
 
         Raises:
-            InputError: ``device: cuda`` without CUDA, ``amp: fp16`` on a CPU, or ``amp: bf16``
-                on a CPU whose bf16 self-check fails for the run's networks and batch.
+            InputError: ``device: cuda`` without CUDA, ``amp: fp16`` on a CPU, or
+                ``amp: bf16`` on a CPU whose bf16 self-check fails for the run's networks
+                and batch.
         """
         accel = resolve_runtime(cfg.device, cfg.amp, cfg.channels_last, training_probe(cfg))
         scaler = torch.amp.GradScaler(accel.device.type, enabled=accel.dtype == torch.float16)
