@@ -45,6 +45,7 @@ __all__ = [
     "CropBox",
     "crop_box_around",
     "write_nifti",
+    "write_image",
 ]
 
 #: file endings read as images (lower case, longest first)
@@ -104,6 +105,25 @@ def _quiet_itk() -> Iterator[None]:
         yield
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+
+
+@contextlib.contextmanager
+def _quiet_stderr_fd() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null inside the block: the NIfTI C library prints
+    its write errors there (``** ERROR: NWAD: ...``), which the caller reports itself."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _first_line(exc: BaseException, path: Path | None = None) -> str:
@@ -573,5 +593,44 @@ def crop_box_around(
 def write_nifti(array: np.ndarray, reference: sitk.Image, path: str | Path) -> None:
     """Write an (x, y, z) array as NIfTI (or any SimpleITK format by extension) with the
     geometry of ``reference``. The caller handles atomicity."""
-    image = from_xyz(array, reference)
-    sitk.WriteImage(image, str(path), useCompression=True)
+    write_image(from_xyz(array, reference), path)
+
+
+def write_image(image: sitk.Image, path: str | Path, *, name: str | Path | None = None) -> None:
+    """Write ``image`` with SimpleITK (compressed) and check that it reads back intact.
+
+    ITK's NIfTI writer ignores a failed write: on a full disk it leaves an empty or
+    truncated ``.nii.gz`` (which ITK even reads back, zero-filled) and reports success.
+    So the file is read back and compared voxel by voxel. The caller handles atomicity
+    (``path`` is usually the temporary of :func:`semiseg3d.io.atomic.atomic_path`).
+
+    Args:
+        image: a scalar image.
+        path: where to write (the format follows the extension).
+        name: the output as the user knows it, for messages (default ``path``).
+
+    Raises:
+        OSError: the write failed or the file does not read back intact, naming ``name``;
+            ``ENOSPC`` when the disk has less free space than the image's raw size.
+    """
+    where = str(name if name is not None else path)
+    expected = sitk.GetArrayViewFromImage(image)
+    try:
+        with _quiet_itk(), _quiet_stderr_fd():
+            sitk.WriteImage(image, str(path), useCompression=True)
+            written = sitk.ReadImage(str(path))  # kept alive: the view below borrows it
+            back = sitk.GetArrayViewFromImage(written)
+        intact = back.shape == expected.shape and np.array_equal(
+            back, expected, equal_nan=np.issubdtype(expected.dtype, np.floating)
+        )
+    except RuntimeError:  # ITK's report of a failed write or an unreadable result
+        intact = False
+    if intact:
+        return
+    import errno
+    import os
+    import shutil
+
+    if shutil.disk_usage(Path(path).parent).free < expected.nbytes:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where)
+    raise OSError(errno.EIO, "the written file does not read back intact", where)
