@@ -186,6 +186,36 @@ def _check_nifti_complete(path: Path) -> None:
         raise InputError(f"{path}: file is truncated ({have} of {need} bytes)")
 
 
+def _nonfinite_message(where: Path, n_bad: int) -> str:
+    return f"{where}: {n_bad} voxel value(s) are not finite (NaN or inf) as stored in the file"
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """Refuse NaN / inf voxels as the NIfTI file stores them: ITK's NIfTI reader turns NaN
+    into 0, so the image SimpleITK returns cannot show them (nibabel reads them as stored)."""
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    if not np.issubdtype(image.header.get_data_dtype(), np.inexact):
+        return  # integers cannot hold NaN
+    stored = np.asanyarray(image.dataobj.get_unscaled())
+    n_bad = int(stored.size - np.count_nonzero(np.isfinite(stored)))
+    if n_bad:
+        raise InputError(_nonfinite_message(path, n_bad))
+
+
+def _check_finite(image: sitk.Image, where: Path) -> sitk.Image:
+    """Refuse NaN / inf voxels of a floating-point image as read (NRRD, MetaImage, DICOM:
+    their readers keep them)."""
+    if image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        return image
+    view = sitk.GetArrayViewFromImage(image)
+    n_bad = int(view.size - np.count_nonzero(np.isfinite(view)))
+    if n_bad:
+        raise InputError(_nonfinite_message(where, n_bad))
+    return image
+
+
 def read_image(path: str | Path) -> sitk.Image:
     """Read a 3-D scalar volume: NIfTI / NRRD / MetaImage file, or a DICOM folder.
 
@@ -197,7 +227,8 @@ def read_image(path: str | Path) -> sitk.Image:
 
     Raises:
         InputError: missing path, unreadable / truncated / corrupt file, not a 3-D scalar
-            volume, or (DICOM) no usable series.
+            volume, NaN or inf voxels (checked as stored, whichever reader would hide
+            them), or (DICOM) no usable series.
     """
     path = Path(path)
     if path.is_dir():
@@ -206,12 +237,13 @@ def read_image(path: str | Path) -> sitk.Image:
         raise InputError(f"{path}: file not found")
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_complete(path)
+        _check_nifti_finite(path)
     try:
         with _quiet_itk():
             image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"{path}: cannot read image ({_first_line(exc, path)})") from exc
-    return _check_3d(image, path)
+    return _check_finite(_check_3d(image, path), path)
 
 
 def _floats(text: str, n: int) -> np.ndarray | None:
@@ -313,7 +345,7 @@ def read_dicom_series(folder: str | Path) -> sitk.Image:
                     f"{h[0]}: cannot read DICOM slice ({_first_line(one, h[0])})"
                 ) from exc
         raise InputError(f"{folder}: cannot read the DICOM series ({_first_line(exc)})") from exc
-    image = _check_3d(image, folder)
+    image = _check_finite(_check_3d(image, folder), folder)
     if len(order) > 1:
         steps = np.diff(proj)
         if np.any(steps < 1e-4):
