@@ -55,6 +55,7 @@ from semiseg3d.io.atomic import (
     MARKER_TEXT,
     atomic_path,
     check_output,
+    fsync_path,
     remove_stale_temps,
     write_text_atomic,
 )
@@ -253,6 +254,7 @@ def download_file(
         write_text_atomic(dest, normalised)
         part.unlink(missing_ok=True)
     else:
+        fsync_path(part)  # complete and verified: on disk before it takes its name
         os.replace(part, dest)
 
 

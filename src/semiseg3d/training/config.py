@@ -232,9 +232,7 @@ def _validate(cfg: TrainConfig) -> None:
                 f"config key '{name}' must be positive, got {list(getattr(cfg, name))}"
             )
     if any(s < 1 for s in cfg.lr_steps):
-        raise InputError(
-            f"config key 'lr_steps' must be iterations >= 1, got {list(cfg.lr_steps)}"
-        )
+        raise InputError(f"config key 'lr_steps' must be iterations >= 1, got {list(cfg.lr_steps)}")
     bad = [v for v in cfg.patch if v % 16]
     if bad:
         raise InputError(
