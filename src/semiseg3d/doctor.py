@@ -249,6 +249,14 @@ def grid_storage(params: dict[str, Any], root: Path) -> GridStorage:
     return GridStorage(len(runs), unfinished, final_bytes, job, per_method)
 
 
+def _show(path: Path, root: Path) -> str:
+    """``path`` as the report shows it: relative to the workspace when inside it."""
+    try:
+        return str(path.relative_to(root)) or "."
+    except ValueError:
+        return str(path)
+
+
 def _existing(path: Path) -> Path:
     """``path`` or its nearest existing ancestor."""
     for candidate in (path, *path.parents):
@@ -262,7 +270,7 @@ def check_disk(storage: GridStorage, root: Path) -> Check:
     free = shutil.disk_usage(where).free
     sizes = ", ".join(f"{m} {_mb(s.final)}" for m, s in storage.per_method.items())
     detail = (
-        f"{_gb(free)} free on {where}; the grid needs {_gb(storage.total)}: "
+        f"{_gb(free)} free on {_show(where, root)}; the grid needs {_gb(storage.total)}: "
         f"{storage.unfinished} of {storage.runs} run(s) unfinished x final weights ({sizes}) "
         f"+ {_gb(storage.job_bytes)} for one training job's checkpoint and its temporary copy"
     )
@@ -303,10 +311,12 @@ def check_writable(
     folder = root / name
     label = f"write {name}/"
     if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
-        return Check(label, False, f"{folder} is a file, not a folder; move it away")
+        return Check(label, False, f"{_show(folder, root)} is a file, not a folder; move it away")
     target = folder if folder.is_dir() else _existing(folder)
     reason = probe(target)
-    where = str(folder) if target == folder else f"{target} (where {folder} will be created)"
+    where = _show(folder, root)
+    if target != folder:
+        where = f"{_show(target, root)} (where {where} will be created)"
     if reason is not None:
         return Check(label, False, f"cannot create a file in {where}: {reason}")
     return Check(label, True, f"{where} is writable")
@@ -346,7 +356,7 @@ def stale_temporaries(root: Path, now: float | None = None) -> list[Path]:
 
 
 def check_temporaries(root: Path) -> Check:
-    stale = stale_temporaries(root)
+    stale = [_show(p, root) for p in stale_temporaries(root)]
     if not stale:
         return Check(
             "temporaries", True, f"none older than 1 h under {', '.join(WORKSPACE_FOLDERS)}"
