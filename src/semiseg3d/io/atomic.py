@@ -167,22 +167,37 @@ def _fsync_tree(root: Path) -> None:
         fsync_path(dirpath)
 
 
-def write_error(exc: OSError, temp: Path, final: Path) -> OSError | None:
+def _os_write_error(exc: BaseException) -> OSError | None:
+    """The ``OSError`` of a failed write in ``exc`` or the exceptions it was raised from
+    (torch's zip writer raises ``RuntimeError`` while handling the ``ENOSPC`` of a write)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in WRITE_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def write_error(exc: BaseException, temp: Path, final: Path) -> OSError | None:
     """The error of a failed write, naming ``final`` instead of the temporary (or nothing).
 
-    Writers report a full disk as ``OSError(ENOSPC)`` without a file name (``write``), or
-    naming the temporary; the user must see the output. Other errors are left alone.
+    Writers report a full disk as ``OSError(ENOSPC)`` without a file name (``write``),
+    naming the temporary, or as another exception raised while handling it; the user must
+    see the output and the reason. Other errors are left alone (None).
     """
-    if exc.errno not in WRITE_ERRNOS:
+    found = _os_write_error(exc)
+    if found is None:
         return None
-    name = exc.filename
+    name = found.filename
     if name is not None:
         try:
             rel = Path(os.fsdecode(name)).resolve().relative_to(temp.resolve())
         except ValueError:
             return None  # names another file: its own message is right
         final = final / rel if rel.parts else final
-    return OSError(exc.errno, os.strerror(exc.errno), str(final))
+    return OSError(found.errno, os.strerror(found.errno), str(final))
 
 
 @contextlib.contextmanager
@@ -220,7 +235,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         check_output(final, folder=False)  # nothing took its place meanwhile
         os.replace(tmp, final)
         fsync_path(final.parent)
-    except OSError as exc:
+    except Exception as exc:
         tmp.unlink(missing_ok=True)
         named = write_error(exc, tmp, final)
         if named is None:
@@ -273,7 +288,7 @@ def atomic_dir(path: str | os.PathLike[str], *, ours: Sequence[str] = ()) -> Ite
         _chmod_default(tmp, 0o777)
         yield tmp
         _swap_in(tmp, final, ours)
-    except OSError as exc:
+    except Exception as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         named = write_error(exc, tmp, final)
         if named is None:
@@ -299,7 +314,7 @@ def replace_dir(
     _chmod_default(src, 0o777)
     try:
         _swap_in(src, final, ours)
-    except OSError as exc:
+    except Exception as exc:
         named = write_error(exc, src, final)
         if named is None:
             raise

@@ -235,7 +235,7 @@ def build_report(
         result = _stage(ctx, Path(results), staging, Path(data_root) if data_root else None, curves)
         for name, folder in _OUTPUTS:
             _replace(staging / name, out / name, folder)
-    except OSError as exc:  # a full disk names the output, not the staging folder
+    except Exception as exc:  # a full disk names the output, not the staging folder
         named = write_error(exc, staging, out)
         if named is None:
             raise
