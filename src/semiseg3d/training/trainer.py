@@ -248,10 +248,18 @@ def _first_missing(path: Path) -> Path | None:
 
 
 def _undo_setup(out: Path, created: Path | None, before: set[str]) -> None:
-    """Remove what this command created in a session that failed before its first
-    iteration: the folders it made, or the new entries of a folder that existed."""
+    """Remove what this command created in a session that failed before its first step:
+    the run folder if it made it (and the parents it made, while they are empty: another
+    run may have started in one meanwhile), else the new entries of the folder."""
     if created is not None:
-        shutil.rmtree(created, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        for parent in out.parents:
+            if parent == created.parent:
+                break
+            try:
+                parent.rmdir()  # only an empty folder
+            except OSError:
+                break
         return
     for name in set(os.listdir(out)) - before if out.is_dir() else ():
         path = out / name
