@@ -50,7 +50,7 @@ from semiseg3d.data.convert_custom import (
     options_from_mapping,
     prepare_inference,
 )
-from semiseg3d.data.geometry import from_xyz, read_image, resample_like
+from semiseg3d.data.geometry import from_xyz, read_image, resample_like, write_image
 from semiseg3d.errors import InputError
 from semiseg3d.inference.sliding_window import ProbFn, sliding_window_probs
 from semiseg3d.io.atomic import atomic_path, remove_stale_temps
@@ -247,12 +247,9 @@ def _check_out(path: Path, option: str) -> None:
 
 
 def _write(image: sitk.Image, tmp: Path, path: Path) -> None:
-    """Write ``image`` to the temporary ``tmp`` of the output ``path``."""
-    try:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-    except RuntimeError as exc:  # ITK reports a failed write (e.g. disk full) this way
-        reason = next((ln for ln in str(exc).splitlines() if ln.strip()), "write failed")
-        raise InputError(f"{path}: cannot write ({reason.strip()})") from exc
+    """Write ``image`` to the temporary ``tmp`` of the output ``path`` and check it reads
+    back intact (ITK does not report a full disk); an ``OSError`` names ``path``."""
+    write_image(image, tmp, name=path)
 
 
 def predict_scan(
