@@ -697,3 +697,33 @@ def test_doctor_reports_a_folder_it_cannot_write(
             f"FAIL write results/: cannot create a file in results: {reason}"
         )
     assert lines["write data/"].startswith("ok   ")
+
+
+def test_doctor_shows_the_bf16_self_check(
+    workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a CPU with native bf16, the amp lines carry the self-check's cached verdict for the
+    dual network (never cached here: the session cache is empty for these patches, and
+    a simulated failed verdict turns the line to float32)."""
+    from semiseg3d import accel, bf16check
+
+    monkeypatch.setattr(accel, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(bf16check, "cached_verdict", lambda probe, cl: None)
+    usage = shutil.disk_usage(workspace)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=10**15))
+    code, lines = _doctor(capsys)
+    la = next(line for name, line in lines.items() if name.startswith("amp auto, patch [112"))
+    assert code == 0 and "bf16 on cpu" in la and "bf16 self-check not run yet" in la
+    failed = bf16check.Bf16Verdict(False, "ResNet34EncDec: non-finite bf16 gradients", 0.1, 1e30)
+    seen: list[tuple[int, ...]] = []
+
+    def cached(probe: bf16check.Bf16Probe, cl: bool) -> bf16check.Bf16Verdict:
+        seen.append(probe.shape)
+        return failed
+
+    monkeypatch.setattr(bf16check, "cached_verdict", cached)
+    code, lines = _doctor(capsys)
+    la = next(line for name, line in lines.items() if name.startswith("amp auto, patch [112"))
+    assert code == 0 and la.startswith("ok   ") and "fp32 on cpu" in la
+    assert "bf16 self-check failed (dual network: ResNet34EncDec: non-finite" in la
+    assert (4, 1, 112, 112, 80) in seen  # the dual network's 2 + 2 batch at LA's patch

@@ -7,7 +7,8 @@ Run it in the checkout (the folder holding ``params.yaml``):
 - ``cpu``, ``cuda``: bf16 / AMX support of the CPU, CUDA devices and their bf16 support
   (information: a machine without them still passes).
 - ``amp auto``: what ``amp: auto`` picks on this machine for each configured training patch
-  (:func:`semiseg3d.accel.resolve_acceleration`, the same call training makes).
+  (:func:`semiseg3d.accel.resolve_acceleration`, the same call training makes), with the
+  CPU bf16 self-check's cached verdict for the dual network (``--bf16-check`` runs it).
 - ``disk``: free space on the file system of ``results/`` against what the configured grid
   still needs: the final weights of every unfinished run (and its checkpoint where
   ``keep_checkpoint`` is on), plus one training job's checkpoint and the temporary copy
@@ -149,24 +150,54 @@ def check_cuda() -> Check:
     return Check("cuda", True, f"{len(names)} device(s): {', '.join(names)}; bf16 {bf16}")
 
 
-def check_amp(patches: dict[tuple[int, ...], list[str]]) -> list[Check]:
-    """What ``amp: auto`` / ``channels_last: auto`` pick on this machine per training patch."""
+def check_amp(
+    settings: dict[tuple[int, ...], tuple[list[str], Any]], run_bf16_check: bool = False
+) -> list[Check]:
+    """What ``amp: auto`` / ``channels_last: auto`` pick on this machine per training patch.
+
+    On a CPU with native bf16 the answer also depends on the bf16 self-check of the run's
+    networks at that patch (:mod:`semiseg3d.bf16check`), shown here for the paper's dual
+    network: its cached verdict, or, with ``run_bf16_check``, the check itself (one float32
+    and one bf16 training pass; cached for the runs that follow).
+
+    Args:
+        settings: patch -> (the datasets that train at it, one of their configs).
+        run_bf16_check: run the self-check where no verdict is cached.
+    """
+    import dataclasses
+
     import torch
 
     from semiseg3d.accel import resolve_acceleration
+    from semiseg3d.bf16check import bf16_verdict, cached_verdict
+    from semiseg3d.training.runtime import training_probe
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     out = []
-    for patch, datasets in patches.items():
+    for patch, (datasets, cfg) in settings.items():
         name = f"amp auto, patch {list(patch)} ({', '.join(datasets)})"
         try:
-            accel = resolve_acceleration("auto", "auto", device, patch)
+            accel = resolve_acceleration("auto", "auto", device)
         except Semiseg3dError as exc:
             out.append(Check(name, False, str(exc)))
             continue
+        note = ""
+        if accel.dtype == torch.bfloat16 and device.type == "cpu":
+            probe = training_probe(dataclasses.replace(cfg, method="dual"))
+            verdict = bf16_verdict(probe, True) if run_bf16_check else cached_verdict(probe, True)
+            if verdict is None:
+                note = (
+                    "; bf16 self-check not run yet for this patch (the first run checks it; "
+                    "'semiseg3d doctor --bf16-check' checks now)"
+                )
+            elif verdict.ok:
+                note = "; bf16 self-check passed (dual network)"
+            else:
+                accel = resolve_acceleration("none", "auto", device)
+                note = f"; bf16 self-check failed (dual network: {verdict.reason}), so float32"
         detail = (
             f"{accel.precision} on {device.type}, channels_last "
-            f"{'on' if accel.channels_last else 'off'}" + (f"; {accel.note}" if accel.note else "")
+            f"{'on' if accel.channels_last else 'off'}" + note
         )
         out.append(Check(name, True, detail))
     return out
@@ -279,15 +310,16 @@ def check_disk(storage: GridStorage, root: Path) -> Check:
     return Check("disk", True, detail)
 
 
-def _patches(params: dict[str, Any]) -> dict[tuple[int, ...], list[str]]:
-    """Each training patch of the grid's datasets, with the datasets that use it."""
+def _patches(params: dict[str, Any]) -> dict[tuple[int, ...], tuple[list[str], Any]]:
+    """Each training patch of the grid's datasets: the datasets that use it and the first
+    one's training config."""
     from semiseg3d.training import run_config as rc
     from semiseg3d.training.config import config_from_mapping
 
-    out: dict[tuple[int, ...], list[str]] = {}
+    out: dict[tuple[int, ...], tuple[list[str], Any]] = {}
     for dataset in sorted({key.dataset for key in rc.expand_grid(params)}):
         cfg = config_from_mapping(rc.dataset_settings(params, dataset))
-        out.setdefault(tuple(cfg.patch), []).append(dataset)
+        out.setdefault(tuple(cfg.patch), ([], cfg))[0].append(dataset)
     return out
 
 
@@ -388,7 +420,9 @@ def check_shared() -> Check:
 # -- all together ------------------------------------------------------------------------------
 
 
-def run_checks(root: Path, params_file: Path, overlays: Sequence[Path] = ()) -> list[Check]:
+def run_checks(
+    root: Path, params_file: Path, overlays: Sequence[Path] = (), run_bf16_check: bool = False
+) -> list[Check]:
     """Every check, in the order they are printed."""
     checks = [check_python(), check_torch(), check_cpu(), check_cuda()]
     params: dict[str, Any] | None = None
@@ -407,7 +441,7 @@ def run_checks(root: Path, params_file: Path, overlays: Sequence[Path] = ()) -> 
     if params is not None:
         sources = ", ".join(map(str, [params_file, *overlays]))
         checks.append(Check("params", True, f"{sources}: valid"))
-        checks += check_amp(_patches(params))
+        checks += check_amp(_patches(params), run_bf16_check)
         checks.append(check_disk(grid_storage(params, root), root))
     checks += [check_writable(root, name) for name in WORKSPACE_FOLDERS]
     checks.append(check_temporaries(root))
@@ -431,12 +465,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="an overlay, as given to snakemake --configfile (repeatable)",
     )
+    parser.add_argument(
+        "--bf16-check",
+        action="store_true",
+        help="run the CPU bf16 self-check for each configured patch where none is cached "
+        "(about a minute at 112x112x80 on two cores, once per machine)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     """Run ``semiseg3d doctor``; 0 when every check passes, else 1."""
     root = Path.cwd()
-    checks = run_checks(root, args.params, args.configfile)
+    checks = run_checks(root, args.params, args.configfile, args.bf16_check)
     for check in checks:
         print(check.line(), flush=True)
     return 0 if all(c.ok for c in checks) else 1
