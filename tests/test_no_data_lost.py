@@ -26,12 +26,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 import yaml
-from semiseg3d.training.config import TrainConfig, config_from_mapping
 from test_checkpoint_resume import write_synthetic
 from test_cli_errors import _run_folder, _train_yaml
 from test_evaluate_cli import GT, SHIFTED, write_h5_case
 
 from semiseg3d.cli import main as cli_main
+from semiseg3d.config.run import TrainConfig, config_from_mapping
 from semiseg3d.data.geometry import read_image
 from semiseg3d.errors import InputError
 from semiseg3d.evaluation.maskio import write_nifti_mask
