@@ -34,7 +34,9 @@ def converted(tmp_path_factory: pytest.TempPathFactory, fixtures_raw: Path) -> P
 
 def test_layout_and_lists(converted: Path) -> None:
     names = sorted(p.name for p in converted.iterdir())
-    assert names == sorted([*CASES, "preprocess.json", "train.list", "test.list"])
+    assert names == sorted(
+        [*CASES, ".semiseg3d-output", "preprocess.json", "train.list", "test.list"]
+    )
     # the fixture ids are not in the published fold-0 lists: both lists are empty
     assert (converted / "train.list").read_text() == ""
     assert (converted / "test.list").read_text() == ""
@@ -195,6 +197,6 @@ def test_refuses_to_replace_a_foreign_folder(tmp_path: Path, fixtures_raw: Path)
     out = tmp_path / "precious"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(InputError, match="not a semiseg3d dataset"):
+    with pytest.raises(InputError, match="was not written by semiseg3d"):
         convert_dataset("la-raw", fixtures_raw / "la-raw", out, log=None)
     assert (out / "notes.txt").read_text() == "keep me"

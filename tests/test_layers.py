@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("evaluation",),
     ("grid",),
     ("reporting",),
-    ("cli", "__main__"),
+    ("cli", "__main__", "doctor"),
 )
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 PACKAGE = repo_root() / "src" / "semiseg3d"

@@ -623,10 +623,12 @@ def test_cli_report_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert files == [
         "bench/keep.csv",
+        "figures/.semiseg3d-output",  # the marker: these folders are the report's
         "figures/curves/synthetic_full_r50_s1.png",
         "figures/qualitative_synthetic.png",
         "runs_index.csv",
         "summary.md",
+        "tables/.semiseg3d-output",
         "tables/table_main_synthetic.csv",
         "tables/table_main_synthetic.md",
         "tables/table_main_synthetic.tex",

@@ -56,6 +56,7 @@ __all__ = [
     "Bf16Verdict",
     "bf16_verdict",
     "cache_path",
+    "cached_verdict",
     "compare_bf16",
     "machine_key",
 ]
@@ -264,6 +265,21 @@ def _read_cache(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def cached_verdict(probe: Bf16Probe, channels_last: bool) -> Bf16Verdict | None:
+    """The cached verdict for ``probe`` on this machine, or None when it was never checked
+    (nothing is built or run)."""
+    hit = _read_cache(cache_path()).get(_probe_key(probe, channels_last))
+    if not isinstance(hit, dict) or not {"ok", "reason", "out_error", "grad_error"} <= hit.keys():
+        return None
+    return Bf16Verdict(
+        ok=bool(hit["ok"]),
+        reason=str(hit["reason"]),
+        out_error=float(hit["out_error"]),
+        grad_error=float(hit["grad_error"]),
+        cached=True,
+    )
+
+
 def bf16_verdict(probe: Bf16Probe, channels_last: bool, *, use_cache: bool = True) -> Bf16Verdict:
     """The verdict for ``probe`` on this CPU: from the cache, or measured and cached.
 
@@ -278,15 +294,9 @@ def bf16_verdict(probe: Bf16Probe, channels_last: bool, *, use_cache: bool = Tru
     key = _probe_key(probe, channels_last)
     path = cache_path()
     if use_cache:
-        hit = _read_cache(path).get(key)
-        if isinstance(hit, dict) and {"ok", "reason", "out_error", "grad_error"} <= hit.keys():
-            return Bf16Verdict(
-                ok=bool(hit["ok"]),
-                reason=str(hit["reason"]),
-                out_error=float(hit["out_error"]),
-                grad_error=float(hit["grad_error"]),
-                cached=True,
-            )
+        hit = cached_verdict(probe, channels_last)
+        if hit is not None:
+            return hit
     t0 = time.monotonic()
     ok, reason, out_err, grad_err = compare_bf16(
         probe.build(), probe.shape, probe.train, channels_last

@@ -7,7 +7,9 @@ Each subcommand lives in its own module, which provides ``add_arguments(parser)`
 A :class:`~semiseg3d.errors.Semiseg3dError` (bad input, failed training) raised anywhere
 below is printed as one line, ``semiseg3d <command>: error: <message>``, and the process
 exits with code 2. So is an :class:`OSError` (an output path under a regular file, no
-permission, disk full): ``<path>: <reason>``.
+permission, disk full): ``<path>: <reason>``. So is a usage error (an unknown option, a
+value of the wrong type): ``semiseg3d <command>: error: <message>; see 'semiseg3d <command>
+--help'``, without argparse's usage block.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from semiseg3d.errors import Semiseg3dError
 
-__all__ = ["COMMANDS", "main", "build_parser", "os_error_line"]
+__all__ = ["COMMANDS", "main", "build_parser", "os_error_line", "OneLineParser"]
 
 #: subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -38,12 +41,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("semiseg3d.inference.predict", "segment a new scan with a trained run"),
     "evaluate": ("semiseg3d.evaluation.evaluate", "score predicted masks against ground truth"),
     "report": ("semiseg3d.reporting.cli", "build the paper's tables and figures from run metrics"),
+    "doctor": ("semiseg3d.doctor", "check the installation and the workspace, one line per check"),
 }
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, exit code 2 (as every other
+    error of the command line): the message, then where the usage is."""
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(f"{self.prog}: error: {message}".split())
+        self.exit(2, f"{text}; see '{self.prog} --help'\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one (lazily filled) sub-parser per command."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="semiseg3d",
         description="Semi-supervised 3D medical image segmentation pipeline.",
     )
@@ -67,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = argv[0]
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
-    sub = argparse.ArgumentParser(prog=f"semiseg3d {name}", description=help_text)
+    sub = OneLineParser(prog=f"semiseg3d {name}", description=help_text)
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
     try:

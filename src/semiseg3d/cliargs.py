@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["add_xyz_option"]
+__all__ = ["add_xyz_option", "add_path_options"]
 
 
 def add_xyz_option(
@@ -35,3 +36,17 @@ def add_xyz_option(
         default=list(default) if default is not None else None,
         help=help,
     )
+
+
+def add_path_options(
+    parser: argparse.ArgumentParser, options: Sequence[tuple[str, str, str]], required: bool
+) -> None:
+    """Options that each take one path: ``(flag, metavar, help)`` each, read as ``Path``.
+
+    Args:
+        parser: the command's parser.
+        options: the options, in the order of the usage line.
+        required: whether they must be given.
+    """
+    for flag, metavar, help in options:
+        parser.add_argument(flag, required=required, type=Path, metavar=metavar, help=help)

@@ -7,9 +7,9 @@
 import json
 import os
 import shlex
+import sys
 from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from semiseg3d.errors import InputError
@@ -46,15 +46,29 @@ OVERLAYS = [
 SOURCE = ", ".join([PARAMS_FILE, *OVERLAYS])
 
 # -- validation: a bad key or value stops here, with one line naming it ------------------------
+
+
+def _stop(message):
+    """Stop before the DAG is built: one line on stderr, exit code 1.
+
+    A WorkflowError would add Snakemake's "WorkflowError in file ..." and traceback lines.
+    """
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
 # `--config KEY=VALUE` is refused first, naming --config (not the files): the per-run configs
 # are written by `semiseg3d run-config` from the files, which would not see it.
 _CLI_CONFIG = dict(workflow.config_settings.config or {})
-_FROM_FILES = rc.load_params(PARAMS_FILE, OVERLAYS)
+try:
+    _FROM_FILES = rc.load_params(PARAMS_FILE, OVERLAYS)
+except InputError as exc:
+    _stop(exc)
 _CHANGED = sorted(
     k for k in _CLI_CONFIG if _FROM_FILES.get(k, object()) != config.get(k)
 )
 if _CHANGED:
-    raise WorkflowError(
+    _stop(
         f"--config {', '.join(_CHANGED)}: settings cannot be changed with --config; put them "
         "in params.yaml or in an overlay passed with --configfile, so `semiseg3d run-config` "
         "sees them"
@@ -62,10 +76,10 @@ if _CHANGED:
 try:
     rc.validate_params(config, SCHEMA, SOURCE)
 except InputError as exc:
-    raise WorkflowError(str(exc)) from None
+    _stop(exc)
 validate(config, SCHEMA)
 if config != _FROM_FILES:
-    raise WorkflowError(
+    _stop(
         f"the Snakemake config differs from {SOURCE}: put changes in params.yaml or in an "
         "overlay passed with --configfile (not --config), so `semiseg3d run-config` sees them"
     )

@@ -65,8 +65,11 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
 #: keys that take true, false or "auto"
 _TRISTATE = ("channels_last", "cache_volumes")
 
-#: key -> (low, high, low inclusive, high inclusive)
+#: key -> (low, high, low inclusive, high inclusive); every numeric key is here, or checked
+#: in :func:`_validate` (labeled, patch, stride, lr_steps) or listed in _CHOICES
+#: (pgl_proto_term_sign). NaN is outside every range.
 _RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "seed": (0, 2**32 - 1, True, True),  # the streams use its low 32 bits (seeding.derive_seed)
     "tau": (0.5, 1.0, True, True),
     "lam": (0.0, math.inf, True, False),
     "T": (0.0, math.inf, False, False),
@@ -273,6 +276,8 @@ def _validate(cfg: TrainConfig) -> None:
             raise InputError(
                 f"config key '{name}' must be positive, got {list(getattr(cfg, name))}"
             )
+    if any(s < 1 for s in cfg.lr_steps):
+        raise InputError(f"config key 'lr_steps' must be iterations >= 1, got {list(cfg.lr_steps)}")
     bad = [v for v in cfg.patch if v % 16]
     if bad:
         raise InputError(

@@ -43,7 +43,7 @@ from semiseg3d.data.archive import is_archive, safe_extract
 from semiseg3d.data.convert_custom import Discovery, split_record
 from semiseg3d.data.preprocess import PreprocessOptions, case_rng, load_options, prepare_case
 from semiseg3d.errors import InputError
-from semiseg3d.io.atomic import atomic_dir, remove_stale_temps
+from semiseg3d.io.atomic import atomic_dir, check_output, remove_stale_temps
 
 __all__ = [
     "PREPROCESS_FILE",
@@ -131,13 +131,9 @@ def write_preprocess_json(
 
 
 def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / PREPROCESS_FILE).is_file():
-        raise InputError(
-            f"{out}: folder exists, is not empty and is not a semiseg3d dataset (no {PREPROCESS_FILE}); "
-            "choose another --out"
-        )
+    """A file or a foreign folder at ``out`` is refused; a dataset folder semiseg3d wrote
+    (marker or ``preprocess.json``) is replaced once the new one is complete."""
+    check_output(out, folder=True, ours=(PREPROCESS_FILE,))
 
 
 def _case_file(root: Path, case_id: str, layout: str) -> Path:
@@ -201,7 +197,7 @@ def convert_dataset(
             raise InputError(f"{raw}: not a folder or a supported archive; {conv.source_help}")
         found = conv.discover(raw, opts, labels_path)
         records: dict[str, Any] = {}
-        with atomic_dir(out) as tmp:
+        with atomic_dir(out, ours=(PREPROCESS_FILE,)) as tmp:
             for case in found.cases:
                 image, label = case.load()
                 prep = prepare_case(

@@ -129,6 +129,17 @@ class VolumeDataset(Dataset):
             for index in range(len(self)):
                 self.volume(index)
 
+    def check_all(self) -> None:
+        """Read and validate every case now, so that a bad file (NaN intensities, label
+        values outside {0, 1}, ...) stops a run before it starts. With ``cache`` this is
+        :meth:`preload`; without it each case is read, checked and dropped (one extra read
+        of the data, against an error found hours into training)."""
+        if self.cache:
+            self.preload()
+            return
+        for index in range(len(self)):
+            self._read(index)
+
     def _read(self, index: int) -> Volume:
         path = self.paths[index]
         need_label = self.with_label or index in self.labeled_indices

@@ -50,7 +50,15 @@ from pathlib import Path
 from typing import Any
 
 from semiseg3d.errors import InputError
-from semiseg3d.io.atomic import atomic_path, remove_stale_temps, write_text_atomic
+from semiseg3d.io.atomic import (
+    MARKER_NAME,
+    MARKER_TEXT,
+    atomic_path,
+    check_output,
+    fsync_path,
+    remove_stale_temps,
+    write_text_atomic,
+)
 
 __all__ = [
     "LA_URL_BASE",
@@ -246,6 +254,7 @@ def download_file(
         write_text_atomic(dest, normalised)
         part.unlink(missing_ok=True)
     else:
+        fsync_path(part)  # complete and verified: on disk before it takes its name
         os.replace(part, dest)
 
 
@@ -344,8 +353,10 @@ def fetch_la(
             raise InputError(
                 f"{source_dir}: LA source folder not found (expected <ID>/mri_norm2.h5, train.list, test.list)"
             )
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
+    from semiseg3d.data.convert import PREPROCESS_FILE
+
+    # a file or a foreign folder is refused: the release's files would replace its own
+    check_output(out, folder=True, ours=(PREPROCESS_FILE,))
     base = (url_base or LA_URL_BASE).rstrip("/")
     staging = staging_dir(out)
     fetched = skipped = 0
@@ -365,7 +376,9 @@ def fetch_la(
             download_file(url, staged, digest, is_list=is_list, name=str(dest))
         fetched += 1
         emit(f"[{i}/{len(sums)}] {name}")
-    # every file is verified: only now do they enter the final folder
+    # every file is verified: only now do they enter the final folder, marked as ours first
+    # (so that a fetch killed while moving them in resumes instead of being refused)
+    write_text_atomic(out / MARKER_NAME, MARKER_TEXT)
     for name in sums:
         staged = staging / name
         if staged.is_file():

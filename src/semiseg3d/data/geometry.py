@@ -45,6 +45,7 @@ __all__ = [
     "CropBox",
     "crop_box_around",
     "write_nifti",
+    "write_image",
 ]
 
 #: file endings read as images (lower case, longest first)
@@ -104,6 +105,25 @@ def _quiet_itk() -> Iterator[None]:
         yield
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(previous)
+
+
+@contextlib.contextmanager
+def _quiet_stderr_fd() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null inside the block: the NIfTI C library prints
+    its write errors there (``** ERROR: NWAD: ...``), which the caller reports itself."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _first_line(exc: BaseException, path: Path | None = None) -> str:
@@ -166,6 +186,36 @@ def _check_nifti_complete(path: Path) -> None:
         raise InputError(f"{path}: file is truncated ({have} of {need} bytes)")
 
 
+def _nonfinite_message(where: Path, n_bad: int) -> str:
+    return f"{where}: {n_bad} voxel value(s) are not finite (NaN or inf) as stored in the file"
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """Refuse NaN / inf voxels as the NIfTI file stores them: ITK's NIfTI reader turns NaN
+    into 0, so the image SimpleITK returns cannot show them (nibabel reads them as stored)."""
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    if not np.issubdtype(image.header.get_data_dtype(), np.inexact):
+        return  # integers cannot hold NaN
+    stored = np.asanyarray(image.dataobj.get_unscaled())
+    n_bad = int(stored.size - np.count_nonzero(np.isfinite(stored)))
+    if n_bad:
+        raise InputError(_nonfinite_message(path, n_bad))
+
+
+def _check_finite(image: sitk.Image, where: Path) -> sitk.Image:
+    """Refuse NaN / inf voxels of a floating-point image as read (NRRD, MetaImage, DICOM:
+    their readers keep them)."""
+    if image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        return image
+    view = sitk.GetArrayViewFromImage(image)
+    n_bad = int(view.size - np.count_nonzero(np.isfinite(view)))
+    if n_bad:
+        raise InputError(_nonfinite_message(where, n_bad))
+    return image
+
+
 def read_image(path: str | Path) -> sitk.Image:
     """Read a 3-D scalar volume: NIfTI / NRRD / MetaImage file, or a DICOM folder.
 
@@ -177,7 +227,8 @@ def read_image(path: str | Path) -> sitk.Image:
 
     Raises:
         InputError: missing path, unreadable / truncated / corrupt file, not a 3-D scalar
-            volume, or (DICOM) no usable series.
+            volume, NaN or inf voxels (checked as stored, whichever reader would hide
+            them), or (DICOM) no usable series.
     """
     path = Path(path)
     if path.is_dir():
@@ -186,12 +237,13 @@ def read_image(path: str | Path) -> sitk.Image:
         raise InputError(f"{path}: file not found")
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_complete(path)
+        _check_nifti_finite(path)
     try:
         with _quiet_itk():
             image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"{path}: cannot read image ({_first_line(exc, path)})") from exc
-    return _check_3d(image, path)
+    return _check_finite(_check_3d(image, path), path)
 
 
 def _floats(text: str, n: int) -> np.ndarray | None:
@@ -293,7 +345,7 @@ def read_dicom_series(folder: str | Path) -> sitk.Image:
                     f"{h[0]}: cannot read DICOM slice ({_first_line(one, h[0])})"
                 ) from exc
         raise InputError(f"{folder}: cannot read the DICOM series ({_first_line(exc)})") from exc
-    image = _check_3d(image, folder)
+    image = _check_finite(_check_3d(image, folder), folder)
     if len(order) > 1:
         steps = np.diff(proj)
         if np.any(steps < 1e-4):
@@ -573,5 +625,44 @@ def crop_box_around(
 def write_nifti(array: np.ndarray, reference: sitk.Image, path: str | Path) -> None:
     """Write an (x, y, z) array as NIfTI (or any SimpleITK format by extension) with the
     geometry of ``reference``. The caller handles atomicity."""
-    image = from_xyz(array, reference)
-    sitk.WriteImage(image, str(path), useCompression=True)
+    write_image(from_xyz(array, reference), path)
+
+
+def write_image(image: sitk.Image, path: str | Path, *, name: str | Path | None = None) -> None:
+    """Write ``image`` with SimpleITK (compressed) and check that it reads back intact.
+
+    ITK's NIfTI writer ignores a failed write: on a full disk it leaves an empty or
+    truncated ``.nii.gz`` (which ITK even reads back, zero-filled) and reports success.
+    So the file is read back and compared voxel by voxel. The caller handles atomicity
+    (``path`` is usually the temporary of :func:`semiseg3d.io.atomic.atomic_path`).
+
+    Args:
+        image: a scalar image.
+        path: where to write (the format follows the extension).
+        name: the output as the user knows it, for messages (default ``path``).
+
+    Raises:
+        OSError: the write failed or the file does not read back intact, naming ``name``;
+            ``ENOSPC`` when the disk has less free space than the image's raw size.
+    """
+    where = str(name if name is not None else path)
+    expected = sitk.GetArrayViewFromImage(image)
+    try:
+        with _quiet_itk(), _quiet_stderr_fd():
+            sitk.WriteImage(image, str(path), useCompression=True)
+            written = sitk.ReadImage(str(path))  # kept alive: the view below borrows it
+            back = sitk.GetArrayViewFromImage(written)
+        intact = back.shape == expected.shape and np.array_equal(
+            back, expected, equal_nan=np.issubdtype(expected.dtype, np.floating)
+        )
+    except RuntimeError:  # ITK's report of a failed write or an unreadable result
+        intact = False
+    if intact:
+        return
+    import errno
+    import os
+    import shutil
+
+    if shutil.disk_usage(Path(path).parent).free < expected.nbytes:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where)
+    raise OSError(errno.EIO, "the written file does not read back intact", where)

@@ -206,7 +206,8 @@ def _write_case(path: Path, image: np.ndarray, label: np.ndarray, spacing: Seque
 
 
 def write_dataset(out: str | Path, params: SynthParams) -> list[str]:
-    """Generate the dataset folder ``out`` atomically (replacing an existing one).
+    """Generate the dataset folder ``out`` atomically, replacing an existing one only
+    when semiseg3d wrote it (:func:`semiseg3d.io.atomic.atomic_dir`).
 
     Args:
         out: target folder.
@@ -214,6 +215,9 @@ def write_dataset(out: str | Path, params: SynthParams) -> list[str]:
 
     Returns:
         All case ids, training cases first.
+
+    Raises:
+        InputError: a file, or a folder not written by semiseg3d, at ``out``.
     """
     train, test = case_ids(params.n_train, params.n_test)
     out = Path(out)

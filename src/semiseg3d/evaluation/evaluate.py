@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from semiseg3d.cliargs import add_xyz_option
+from semiseg3d.cliargs import add_path_options, add_xyz_option
 from semiseg3d.data.postprocess import largest_connected_component
 from semiseg3d.errors import InputError, format_numbers
 from semiseg3d.evaluation.maskio import GT_KEYS, PRED_KEYS, list_masks, read_mask
@@ -54,16 +54,15 @@ PathLike = str | os.PathLike[str]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``semiseg3d evaluate``."""
-    parser.add_argument("--pred", required=True, type=Path, metavar="DIR", help="predicted masks")
-    parser.add_argument(
-        "--gt",
+    gt_help = "ground-truth masks, or a preprocessed dataset folder (<ID>/mri_norm2.h5)"
+    add_path_options(
+        parser,
+        [
+            ("--pred", "DIR", "predicted masks"),
+            ("--gt", "DIR", gt_help),
+            ("--out", "CSV", "metrics.csv to write"),
+        ],
         required=True,
-        type=Path,
-        metavar="DIR",
-        help="ground-truth masks, or a preprocessed dataset folder (<ID>/mri_norm2.h5)",
-    )
-    parser.add_argument(
-        "--out", required=True, type=Path, metavar="CSV", help="metrics.csv to write"
     )
     add_xyz_option(
         parser,

@@ -36,7 +36,8 @@ from semiseg3d.evaluation.maskio import write_nifti_mask
 from semiseg3d.evaluation.metrics import case_metrics, metrics_table
 from semiseg3d.inference.rule import load_trained, prepared_rule, runtime_for
 from semiseg3d.inference.sliding_window import predict_label, sliding_window_probs
-from semiseg3d.io.atomic import atomic_dir, remove_stale_temps
+from semiseg3d.io.atomic import atomic_dir, check_output, remove_stale_temps
+from semiseg3d.training.checkpoint import CONFIG_NAME
 
 __all__ = [
     "add_arguments",
@@ -79,10 +80,16 @@ def test_run(
         The metrics table that was written to ``DIR/metrics.csv``.
 
     Raises:
-        InputError: missing run, data, list or case; a case without a label.
+        InputError: missing run, data, list or case; a case without a label; a file or a
+            foreign folder where the predictions folder goes, a folder where a metrics
+            table goes (checked before any work).
     """
     run = Path(run_dir)
     cfg, nets = load_trained(run)
+    # an old predictions folder of this run is ours; a file or a foreign folder is not
+    pred_ours = (f"../{CONFIG_NAME}",)
+    check_output(run / predictions_name, folder=True, ours=pred_ours)
+    check_output(run / out_name, folder=False)
     data = Path(data_dir) if data_dir is not None else Path(cfg.data_dir)
     if not str(data) or not data.is_dir():
         raise InputError(f"{data}: dataset folder not found (use --data)")
@@ -104,7 +111,7 @@ def test_run(
     dataset = VolumeDataset(data, ids, cfg.patch, downsample=cfg.downsample, with_label=True)
     rows = []
     remove_stale_temps(run / predictions_name)  # what a killed earlier run left
-    with atomic_dir(run / predictions_name) as pred_dir:
+    with atomic_dir(run / predictions_name, ours=pred_ours) as pred_dir:
         for index, case_id in enumerate(ids):
             t0 = time.monotonic()
             vol = dataset.volume(index)

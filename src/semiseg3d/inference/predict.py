@@ -44,7 +44,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from semiseg3d.data.geometry import from_xyz, read_image, resample_like
+from semiseg3d.cliargs import add_path_options
+from semiseg3d.data.geometry import from_xyz, read_image, resample_like, write_image
 from semiseg3d.data.postprocess import largest_connected_component
 from semiseg3d.data.preprocess import (
     PreprocessOptions,
@@ -240,12 +241,9 @@ def _check_out(path: Path, option: str) -> None:
 
 
 def _write(image: sitk.Image, tmp: Path, path: Path) -> None:
-    """Write ``image`` to the temporary ``tmp`` of the output ``path``."""
-    try:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-    except RuntimeError as exc:  # ITK reports a failed write (e.g. disk full) this way
-        reason = next((ln for ln in str(exc).splitlines() if ln.strip()), "write failed")
-        raise InputError(f"{path}: cannot write ({reason.strip()})") from exc
+    """Write ``image`` to the temporary ``tmp`` of the output ``path`` and check it reads
+    back intact (ITK does not report a full disk); an ``OSError`` names ``path``."""
+    write_image(image, tmp, name=path)
 
 
 def predict_scan(
@@ -344,29 +342,26 @@ def predict_scan(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``semiseg3d predict``."""
-    parser.add_argument("--run", required=True, type=Path, metavar="DIR", help="trained run folder")
-    parser.add_argument(
-        "--input",
+    add_path_options(
+        parser,
+        [
+            ("--run", "DIR", "trained run folder"),
+            ("--input", "SCAN", "NIfTI / NRRD file or DICOM folder"),
+            ("--out", "FILE", "mask file (.nii.gz)"),
+        ],
         required=True,
-        type=Path,
-        metavar="SCAN",
-        help="NIfTI / NRRD file or DICOM folder",
     )
-    parser.add_argument(
-        "--out", required=True, type=Path, metavar="FILE", help="mask file (.nii.gz)"
-    )
-    parser.add_argument(
-        "--probs", type=Path, metavar="FILE", help="also write the foreground probability"
-    )
-    parser.add_argument(
-        "--entropy", type=Path, metavar="FILE", help="also write the voxel entropy (nats)"
+    add_path_options(
+        parser,
+        [
+            ("--probs", "FILE", "also write the foreground probability"),
+            ("--entropy", "FILE", "also write the voxel entropy (nats)"),
+        ],
+        required=False,
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    parser.add_argument(
-        "--preprocess",
-        type=Path,
-        metavar="FILE",
-        help="recipe (preprocess.json) of the training data",
+    add_path_options(
+        parser, [("--preprocess", "FILE", "recipe (preprocess.json) of the training data")], False
     )
     parser.add_argument(
         "--batch-size", type=int, default=4, metavar="N", help="windows per forward pass"

@@ -25,13 +25,14 @@ the tables show the paper's rows for the paper's datasets plus whatever ran.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from semiseg3d.io.atomic import replace_path
+from semiseg3d.io.atomic import check_output, fsync_path, replace_dir, write_error
 from semiseg3d.reporting.collect import collect
 from semiseg3d.reporting.context import DATASET_TITLES, ReportContext, load_paper_values
 from semiseg3d.reporting.figures import (
@@ -170,6 +171,29 @@ def _stage(
     return out
 
 
+#: the report's outputs under ``--out``, folders first; ``summary.md`` last: its presence
+#: means everything it links is in place
+_OUTPUTS = (("tables", True), ("figures", True), ("runs_index.csv", False), ("summary.md", False))
+#: a tables / figures folder beside this file is an earlier report's (written before the marker)
+_OURS = ("../runs_index.csv",)
+
+
+def _check_outputs(out: Path) -> None:
+    """Refuse, before any work, a file or a foreign folder where an output goes."""
+    for name, folder in _OUTPUTS:
+        check_output(out / name, folder=folder, ours=_OURS)
+
+
+def _replace(src: Path, dst: Path, folder: bool) -> None:
+    """Move the complete staged ``src`` to ``dst`` (:mod:`semiseg3d.io.atomic` rules)."""
+    if folder:
+        replace_dir(src, dst, ours=_OURS)
+    else:
+        check_output(dst, folder=False)
+        fsync_path(src)
+        os.replace(src, dst)
+
+
 def build_report(
     ctx: ReportContext,
     results: str | Path,
@@ -192,15 +216,20 @@ def build_report(
         The files written (relative to ``out``) and notes on what was skipped.
     """
     out = Path(out)
+    _check_outputs(out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".report.*.tmp"):  # the staging folder of a killed earlier run
         shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".report.", suffix=".tmp", dir=out))
     try:
         result = _stage(ctx, Path(results), staging, Path(data_root) if data_root else None, curves)
-        # summary.md last: its presence means everything it links is in place
-        for name in ("tables", "figures", "runs_index.csv", "summary.md"):
-            replace_path(staging / name, out / name)
+        for name, folder in _OUTPUTS:
+            _replace(staging / name, out / name, folder)
+    except Exception as exc:  # a full disk names the output, not the staging folder
+        named = write_error(exc, staging, out)
+        if named is None:
+            raise
+        raise named from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result

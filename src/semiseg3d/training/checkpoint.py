@@ -63,8 +63,10 @@ _CHECKPOINT_KEYS = (
 
 
 def _save(path: Path, obj: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # through a Python file object: a full disk is then OSError(ENOSPC), which atomic_path
+    # reports against ``path`` (torch.save to a file name says only "unexpected pos ...")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def _load(path: Path, required: tuple[str, ...]) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from pathlib import Path
 import yaml
 
 from semiseg3d.config.run import TrainConfig, config_from_mapping, labeled_count
-from semiseg3d.data.volumes import check_volume_headers, read_list
+from semiseg3d.data.dataset import VolumeDataset, cache_fits
+from semiseg3d.data.volumes import case_path, check_volume_headers, read_list
 from semiseg3d.errors import InputError
 from semiseg3d.io.atomic import remove_stale_temps, write_text_atomic
 from semiseg3d.io.yamlio import read_yaml
@@ -29,6 +30,7 @@ __all__ = [
     "check_inputs",
     "check_run_config",
     "remove_stale_run_temps",
+    "checked_dataset",
 ]
 
 
@@ -157,3 +159,25 @@ def check_run_config(cfg: TrainConfig, out_dir: Path, *, write: bool = True) -> 
             )
     if write:
         write_text_atomic(cfg_path, yaml.safe_dump(new, sort_keys=False))
+
+
+def checked_dataset(cfg: TrainConfig, inputs: TrainInputs) -> VolumeDataset:
+    """The training cases as a dataset, every volume read and validated now
+    (:meth:`~semiseg3d.data.dataset.VolumeDataset.check_all`): cached ones are kept in
+    memory, the others are read once more by the loader. So a data error (NaN voxels, a
+    label value 2) stops the command before the run folder is created or written to."""
+    paths = [case_path(inputs.data, c) for c in inputs.ids]
+    cache = cfg.cache_volumes
+    if cache == "auto":
+        cache = cache_fits(paths, cfg.downsample)
+    dataset = VolumeDataset(
+        inputs.data,
+        inputs.ids,
+        cfg.patch,
+        downsample=cfg.downsample,
+        with_label=not get_method(cfg).uses_unlabeled,
+        cache=bool(cache),
+        augment=cfg.augment,
+    )
+    dataset.check_all()
+    return dataset

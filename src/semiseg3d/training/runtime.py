@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import logging
 import sys
 import time
@@ -26,6 +27,7 @@ import torch
 from semiseg3d.accel import Acceleration, resolve_runtime
 from semiseg3d.bf16check import Bf16Probe
 from semiseg3d.config.run import TrainConfig
+from semiseg3d.io.atomic import write_text_atomic
 from semiseg3d.methods import get_method
 
 __all__ = [
@@ -94,8 +96,9 @@ def _truncate_tsv(path: Path, keep_below: int) -> None:
     col = rows[0].index("step")
     kept = [rows[0]] + [r for r in rows[1:] if len(r) > col and int(float(r[col])) < keep_below]
     if len(kept) != len(rows):
-        with path.open("w", newline="", encoding="utf-8") as f:
-            csv.writer(f, delimiter="\t", lineterminator="\n").writerows(kept)
+        text = io.StringIO()
+        csv.writer(text, delimiter="\t", lineterminator="\n").writerows(kept)
+        write_text_atomic(path, text.getvalue())  # a full disk must not cut the history
 
 
 class RunFeedback:

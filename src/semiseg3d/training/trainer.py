@@ -60,12 +60,11 @@ from torch import nn
 
 from semiseg3d.config.registry import resolve_recipe
 from semiseg3d.config.run import RUNTIME_KEY, TrainConfig
-from semiseg3d.data.dataset import VolumeDataset, cache_fits, make_loader
+from semiseg3d.data.dataset import VolumeDataset, make_loader
 from semiseg3d.data.sampler import TwoStreamBatchSampler
 from semiseg3d.data.transforms import gaussian_perturbation
-from semiseg3d.data.volumes import case_path
 from semiseg3d.errors import InputError, Semiseg3dError, TrainingError
-from semiseg3d.io.atomic import write_text_atomic
+from semiseg3d.io.atomic import check_output, write_text_atomic
 from semiseg3d.losses.objective import first_nonfinite
 from semiseg3d.methods import Method, get_method
 from semiseg3d.training.checkpoint import (
@@ -80,6 +79,7 @@ from semiseg3d.training.inputs import (
     TrainInputs,
     check_inputs,
     check_run_config,
+    checked_dataset,
     remove_stale_run_temps,
 )
 from semiseg3d.training.runtime import Precision, RunFeedback
@@ -121,6 +121,38 @@ class TrainResult:
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
     iteration_seconds: list[float] = field(default_factory=list)
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            break
+        missing = candidate
+    return missing
+
+
+def _undo_setup(out: Path, created: Path | None, before: set[str]) -> None:
+    """Remove what this command created in a session that failed before its first step:
+    the run folder if it made it (and the parents it made, while they are empty: another
+    run may have started in one meanwhile), else the new entries of the folder."""
+    if created is not None:
+        shutil.rmtree(out, ignore_errors=True)
+        for parent in out.parents:
+            if parent == created.parent:
+                break
+            try:
+                parent.rmdir()  # only an empty folder
+            except OSError:
+                break
+        return
+    for name in set(os.listdir(out)) - before if out.is_dir() else ():
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _build_networks(
@@ -165,6 +197,7 @@ class _Run:
         progress: bool | None,
         inputs: TrainInputs,
         precision: Precision,
+        dataset: VolumeDataset,
     ) -> None:
         self.cfg = cfg
         self.out_dir = out_dir
@@ -173,7 +206,7 @@ class _Run:
         seed_everything(cfg.seed)
         self.method = get_method(cfg)
         self.total = self.method.total_steps()
-        self._build_data(inputs)
+        self._build_data(inputs, dataset)
         self.model, self.nets, self.teachers = _build_networks(self.method)
         self.model.to(self.device)
         self.model = self.precision.accel.prepare(self.model)
@@ -209,25 +242,11 @@ class _Run:
             progress=progress,
         )
 
-    def _build_data(self, inputs: TrainInputs) -> None:
+    def _build_data(self, inputs: TrainInputs, dataset: VolumeDataset) -> None:
         cfg = self.cfg
-        data, ids = inputs.data, inputs.ids
         n_l, n_u, bu = inputs.n_labeled, inputs.n_unlabeled, inputs.batch_unlabeled
         self.n_labeled, self.n_unlabeled = n_l, n_u
-        paths = [case_path(data, c) for c in ids]
-        cache = cfg.cache_volumes
-        if cache == "auto":
-            cache = cache_fits(paths, cfg.downsample)
-        self.dataset = VolumeDataset(
-            data,
-            ids,
-            cfg.patch,
-            downsample=cfg.downsample,
-            with_label=not self.method.uses_unlabeled,
-            cache=bool(cache),
-            augment=cfg.augment,
-        )
-        self.dataset.preload()
+        self.dataset = dataset
         self.sampler = TwoStreamBatchSampler(
             range(n_l), range(n_l, n_l + n_u), cfg.batch_labeled, bu, seed=cfg.seed
         )
@@ -381,10 +400,9 @@ def train(
         TrainingError: a non-finite loss term (``paper`` mode) or gradient.
     """
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: run folder (--out) exists and is not a folder")
+    # a file in the way, or a non-empty folder that is not a run folder, is not ours
+    check_output(out, folder=True, ours=(CONFIG_NAME, CHECKPOINT_NAME, FINAL_NAME))
     cfg = resolve_recipe(cfg)
-    existed, had_config = out.is_dir(), (out / CONFIG_NAME).is_file()
     final = out / FINAL_NAME
     if out.is_dir():
         check_run_config(cfg, out, write=False)
@@ -397,20 +415,46 @@ def train(
     # everything checkable is checked before the run folder is created or written to
     precision = Precision.from_config(cfg)
     inputs = check_inputs(cfg)
+    dataset = checked_dataset(cfg, inputs)
+    created = _first_missing(out)
+    before = set(os.listdir(out)) if created is None else set()
     out.mkdir(parents=True, exist_ok=True)
+    session = _Session()
+    try:
+        return _train_session(cfg, out, stop_after, progress, inputs, precision, dataset, session)
+    except BaseException:
+        if not session.started:
+            # failed before its first iteration (disk full, a bad checkpoint ...): leave
+            # the folder as it was; a failure later keeps the run's resumable state
+            _undo_setup(out, created, before)
+        raise
+
+
+@dataclass
+class _Session:
+    """Whether a training session got as far as its first optimizer step (its first batch
+    loaded); before that, a failure undoes what the session wrote."""
+
+    started: bool = False
+
+
+def _train_session(
+    cfg: TrainConfig,
+    out: Path,
+    stop_after: int | None,
+    progress: bool | None,
+    inputs: TrainInputs,
+    precision: Precision,
+    dataset: VolumeDataset,
+    session: _Session,
+) -> TrainResult:
+    """The part of :func:`train` that writes into the run folder."""
+    final = out / FINAL_NAME
     remove_stale_run_temps(out)
     # (compared above with what the folder held, if anything)
     write_text_atomic(out / CONFIG_NAME, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     stop = _stop_after(stop_after)
-    try:
-        run = _Run(cfg, out, progress, inputs, precision)
-    except Semiseg3dError:
-        # refused while reading the data (e.g. label values): leave the folder as it was
-        if not existed:
-            shutil.rmtree(out, ignore_errors=True)
-        elif not had_config:
-            (out / CONFIG_NAME).unlink(missing_ok=True)
-        raise
+    run = _Run(cfg, out, progress, inputs, precision, dataset)
     record = {**cfg.to_dict(), RUNTIME_KEY: run.runtime_record()}
     write_text_atomic(out / CONFIG_NAME, yaml.safe_dump(record, sort_keys=False))
     result = TrainResult(out_dir=out, iteration=run.start, finished=False, resumed_from=run.start)
@@ -445,6 +489,7 @@ def train(
         for batch in loader:
             if stop is not None and t >= stop:
                 break
+            session.started = True  # from here on the folder holds a run's log and state
             try:
                 last = run.step(t, batch)
             except Semiseg3dError as exc:
