@@ -624,18 +624,19 @@ def test_doctor_passes_on_a_fresh_workspace(
 def test_doctor_reports_a_disk_shortfall(
     workspace: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # params.yaml's grid: 342 dual-network runs (README), each 27,379,220 float32
-    # parameters = 109.5 MB of final weights, so at least 37.45 GB; at most 441 runs of
-    # that size (+ 1 % file overhead) plus four copies of it for one job's checkpoint
-    # (weights + momentum, and the temporary copy): under 49.7 GB
+    # params.yaml's grid: 342 runs of the method (README) and 36 of MCF and LUSEG (shared
+    # and MCF's own recipe on LA and Pancreas, 2 ratios, 3 seeds) train the dual network,
+    # each 27,379,220 float32 parameters = 109.5 MB of final weights, so at least 41.4 GB;
+    # at most 645 runs of that size (+ 1 % file overhead) plus four copies of it for one
+    # job's checkpoint (weights + momentum, and the temporary copy)
     dual = 27_379_220 * 4
-    low, high = 342 * dual, (441 + 4) * dual * 1.01 + 441 * 10**6
+    low, high = 378 * dual, (645 + 4) * dual * 1.01 + 645 * 10**6
     usage = shutil.disk_usage(workspace)
     monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=int(low) - 1))
     code, lines = _doctor(capsys)
     assert code == 1
     assert lines["disk"].startswith(f"FAIL disk: {(low - 1) / 1e9:.2f} GB free on ")
-    assert "441 of 441 run(s) unfinished" in lines["disk"] and "short by" in lines["disk"]
+    assert "645 of 645 run(s) unfinished" in lines["disk"] and "short by" in lines["disk"]
     assert [n for n, line in lines.items() if line.startswith("FAIL")] == ["disk"]
     monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=int(high)))
     code, lines = _doctor(capsys)
