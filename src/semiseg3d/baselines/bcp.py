@@ -26,6 +26,7 @@ __all__ = [
     "MASK_RATIO",
     "U_WEIGHT",
     "EMA_DECAY",
+    "INIT",
     "cuboid_mask",
     "mix",
     "dice_bcp",
@@ -38,6 +39,9 @@ __all__ = [
 MASK_RATIO = 2.0 / 3.0
 U_WEIGHT = 0.5
 EMA_DECAY = 0.99
+#: weight initialisation of student and teacher (models.blocks.init_weights): the
+#: original's PyTorch defaults (DeepMed-Lab-ECNU/BCP sets none), not spec 1.4's Kaiming
+INIT = "torch"
 
 
 def cuboid_size(shape: Sequence[int]) -> tuple[int, int, int]:
@@ -145,13 +149,13 @@ class BCP(Method):
     def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
         from semiseg3d.models import VNet
 
-        model = VNet()
+        model = VNet(init=INIT)
         return model, {"vnet": model}
 
     def build_teachers(self) -> dict[str, nn.Module]:
         from semiseg3d.models import VNet
 
-        return {"teacher": freeze(VNet())}
+        return {"teacher": freeze(VNet(init=INIT))}
 
     @property
     def pretrain(self) -> int:

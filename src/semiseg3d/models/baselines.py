@@ -83,6 +83,9 @@ class MCNet(nn.Module):
     Args:
         n_decoders: K, 2 or 3.
         in_channels, n_classes, n_filters, has_dropout: as for the V-Net.
+        init: weight initialisation (:func:`~semiseg3d.models.blocks.init_weights`);
+            MC-Net's own networks keep PyTorch's defaults (``torch``, what
+            :class:`~semiseg3d.baselines.mcnet.MCNetMethod` builds).
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class MCNet(nn.Module):
         n_classes: int = 2,
         n_filters: int = 16,
         has_dropout: bool = True,
+        init: str = "kaiming",
     ) -> None:
         super().__init__()
         if n_decoders not in (2, 3):
@@ -100,7 +104,7 @@ class MCNet(nn.Module):
         self.decoders = nn.ModuleList(
             MCNetDecoder(MCNET_UPS[k], n_classes, n_filters, has_dropout) for k in range(n_decoders)
         )
-        init_weights(self)
+        init_weights(self, init)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of every decoder.
