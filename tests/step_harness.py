@@ -155,9 +155,6 @@ def run_step(
     model.train()
     for net in (*nets.values(), *teachers.values()):
         net.train()
-    before = {
-        k: {n: p.detach().clone() for n, p in net.named_parameters()} for k, net in teachers.items()
-    }
     image, label_l = toy_batch(b_l, b_u, shape)
     ctx = FakeContext(b_u, shape)
     watched = {**nets, **teachers, **(extra_modules or {})}
@@ -174,6 +171,11 @@ def run_step(
         params = [p for net in nets.values() for p in net.parameters()]
         opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
         opt.zero_grad()
+        # what the teachers hold after the loss (BCP copies the student in at t = P)
+        before = {
+            k: {n: p.detach().clone() for n, p in net.named_parameters()}
+            for k, net in teachers.items()
+        }
         total.backward()
         no_grad = _no_grad(nets)
         for net in nets.values():

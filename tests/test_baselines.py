@@ -400,8 +400,7 @@ _SHORT = {
     "mcnet": ({}, ("sup_dice",)),
     "mcnet_plus": ({"iterations": 4}, ("sup_dice",)),
     "mcf": ({"iterations": 4}, ("sup_ce_v", "sup_dice_v", "sup_ce_r", "sup_dice_r")),
-    # BCP: the supervised (pre-training) stage, then one self-training step; halves of
-    # 1 + 1 need a bottleneck larger than one voxel for BatchNorm, hence the larger patch
+    # BCP: the supervised (pre-training) stage, then one self-training step
     "bcp": (
         {"bcp_pretrain_steps": 8, "iterations": 1, "patch": (32, 32, 16)},
         ("pre_ce", "pre_dice"),

@@ -28,10 +28,6 @@ VARIANTS: list[tuple[str, dict[str, Any], dict[str, Any], int]] = [
     ("bcp", {}, {"bcp_pretrain_steps": 1}, 1),
 ]
 
-BCP_XFAIL = pytest.mark.xfail(
-    strict=True, reason="BCP forwards one crop per half; fixed on branch i18c"
-)
-
 
 def _case_id(case: tuple[str, dict[str, Any], dict[str, Any], int]) -> str:
     name, options, keys, t = case
@@ -41,10 +37,7 @@ def _case_id(case: tuple[str, dict[str, Any], dict[str, Any], int]) -> str:
 
 @pytest.mark.parametrize(
     "case",
-    [
-        pytest.param(case, id=_case_id(case), marks=[BCP_XFAIL] if case[0] == "bcp" else [])
-        for case in VARIANTS
-    ],
+    [pytest.param(case, id=_case_id(case)) for case in VARIANTS],
 )
 def test_no_training_forward_sees_one_sample(
     case: tuple[str, dict[str, Any], dict[str, Any], int],

@@ -8,6 +8,13 @@ unlabeled halves swapped through the cuboid both ways, pseudo-labels from the te
 (thresholded at 0.5, largest connected component), ground-truth voxels weighted 1 and
 pseudo-labelled ones 0.5; EMA 0.99 after every step. Inference: the student, softmax,
 argmax; the own test keeps the largest connected component.
+
+Batch geometry: every training forward sees at least two samples, so BatchNorm (train mode,
+teacher included) never normalises one crop by its own statistics. The teacher labels both
+unlabeled halves in one forward and the student sees both mixed images in one forward (the
+original runs each half alone: with its 4 + 4 batch, halves of 2). Under 2 + 2 pre-training
+mixes a over b and b over a with the same mask (one forward of two); with larger halves it
+mixes a over b only, as the original.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ __all__ = [
     "MASK_RATIO",
     "U_WEIGHT",
     "EMA_DECAY",
+    "INIT",
     "cuboid_mask",
     "mix",
     "dice_bcp",
@@ -37,6 +45,9 @@ __all__ = [
 MASK_RATIO = 2.0 / 3.0
 U_WEIGHT = 0.5
 EMA_DECAY = 0.99
+#: weight initialisation of student and teacher (models.blocks.init_weights): the
+#: original's PyTorch defaults (DeepMed-Lab-ECNU/BCP sets none), not spec 1.4's Kaiming
+INIT = "torch"
 
 
 def cuboid_size(shape: Sequence[int]) -> tuple[int, int, int]:
@@ -144,13 +155,13 @@ class BCP(Method):
     def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
         from semiseg3d.models import VNet
 
-        model = VNet()
+        model = VNet(init=INIT)
         return model, {"vnet": model}
 
     def build_teachers(self) -> dict[str, nn.Module]:
         from semiseg3d.models import VNet
 
-        return {"teacher": freeze(VNet())}
+        return {"teacher": freeze(VNet(init=INIT))}
 
     @property
     def pretrain(self) -> int:
@@ -175,8 +186,11 @@ class BCP(Method):
         x_a, x_b = image[:h], image[h:bl]
         y_a, y_b = label_l[:h], label_l[h:]
         if t < self.pretrain:
-            z = ctx.forward(student, mix(x_a, x_b, mask))[0]
-            y_mix = mix(y_a, y_b, mask)
+            x_mix, y_mix = mix(x_a, x_b, mask), mix(y_a, y_b, mask)
+            if h == 1:  # halves of one crop (2 + 2): b over a as well, one forward of two
+                x_mix = torch.cat([x_mix, mix(x_b, x_a, mask)])
+                y_mix = torch.cat([y_mix, mix(y_b, y_a, mask)])
+            z = ctx.forward(student, x_mix)[0]
             ce, dice = ce_masked(z, y_mix), dice_bcp(z, y_mix)
             loss = 0.5 * (ce + dice)
             terms = {"pre_ce": ce, "pre_dice": dice, "loss": loss}
@@ -185,11 +199,12 @@ class BCP(Method):
             teacher.load_state_dict(student.state_dict())
         u_a, u_b = image[bl : bl + h], image[bl + h :]
         with torch.no_grad():
-            # two teacher calls and two student calls, as in the original (BN batch stats)
-            pl_a = pseudo_label(torch.softmax(ctx.forward(teacher, u_a)[0], dim=1)[:, 1])
-            pl_b = pseudo_label(torch.softmax(ctx.forward(teacher, u_b)[0], dim=1)[:, 1])
-        z1 = ctx.forward(student, mix(x_a, u_a, mask))[0]
-        z2 = ctx.forward(student, mix(u_b, x_b, mask))[0]
+            # the teacher on u_a and u_b in one forward (BN statistics over both)
+            pl = pseudo_label(torch.softmax(ctx.forward(teacher, image[bl:])[0], dim=1)[:, 1])
+        pl_a, pl_b = pl[:h], pl[h:]
+        # the student on both mixed images in one forward, split back into the halves
+        z = ctx.forward(student, torch.cat([mix(x_a, u_a, mask), mix(u_b, x_b, mask)]))[0]
+        z1, z2 = z[:h], z[h:]
         l1 = mix_loss(z1, y_a, pl_a, mask, 1.0, U_WEIGHT)
         l2 = mix_loss(z2, pl_b, y_b, mask, U_WEIGHT, 1.0)
         loss = l1 + l2

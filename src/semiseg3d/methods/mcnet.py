@@ -4,7 +4,8 @@ on one V-Net encoder, each pushed towards the others' sharpened predictions.
 ``L = 0.5 sum_k D_lin(p_k,l,1, y) + w(t) sum_{i != j} mean (p_i - s(p_j))^2``, w ramping to
 1 (``shared``: ramp index t; ``own``: t + 1, as the original increments first).
 Inference: decoder 1 loaded into a plain V-Net (``mcnet_infer: decoder1``), or the mean of
-the K decoders' softmaxes (``mean``).
+the K decoders' softmaxes (``mean``). The network keeps PyTorch's default initialisation
+(:data:`INIT`), as the original's does (ycwu1997/MC-Net sets none).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from semiseg3d.config.run import TrainConfig
 from semiseg3d.methods.base import StepContext, VNetPartMethod
 from semiseg3d.methods.common import dice_lin, recipe_ramp, sharpen
 
-__all__ = ["LAMBDA", "TAU", "W_MAX", "mc_loss", "MCNetMethod"]
+__all__ = ["LAMBDA", "TAU", "W_MAX", "INIT", "mc_loss", "MCNetMethod"]
 
 LAMBDA = 0.5
 TAU = 0.1
 W_MAX = 1.0
+#: weight initialisation of the network (models.blocks.init_weights): the original's
+#: PyTorch defaults, not spec 1.4's Kaiming-normal (docs/baselines.md, "how it was checked")
+INIT = "torch"
 
 
 def mc_loss(probs: list[Tensor], tau: float = TAU, detach_target: bool = False) -> Tensor:
@@ -57,7 +61,7 @@ class MCNetMethod(VNetPartMethod):
     def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
         from semiseg3d.models.baselines import MCNet
 
-        model = MCNet(self.k)
+        model = MCNet(self.k, init=INIT)
         return model, {"mcnet": model}
 
     def loss(

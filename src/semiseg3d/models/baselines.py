@@ -91,6 +91,9 @@ class MultiDecoderVNet(nn.Module):
     Args:
         ups: up-sampling kind of each decoder (``transpose``, ``trilinear``, ``nearest``).
         in_channels, n_classes, n_filters, has_dropout: as for the V-Net.
+        init: weight initialisation (:func:`~semiseg3d.models.blocks.init_weights`);
+            MC-Net's own networks keep PyTorch's defaults (``torch``, what
+            :class:`~semiseg3d.baselines.mcnet.MCNetMethod` builds).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class MultiDecoderVNet(nn.Module):
         n_classes: int = 2,
         n_filters: int = 16,
         has_dropout: bool = True,
+        init: str = "kaiming",
     ) -> None:
         super().__init__()
         self.ups = tuple(ups)
@@ -107,7 +111,7 @@ class MultiDecoderVNet(nn.Module):
         self.decoders = nn.ModuleList(
             MCNetDecoder(up, n_classes, n_filters, has_dropout) for up in self.ups
         )
-        init_weights(self)
+        init_weights(self, init)
 
     def decode_all(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(logits (B, n_classes, X, Y, Z), x9 (B, n_filters, X, Y, Z))`` of every decoder,

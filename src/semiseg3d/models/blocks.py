@@ -24,6 +24,7 @@ __all__ = [
     "Up",
     "out_conv",
     "channel_dropout",
+    "INIT_SCHEMES",
     "init_weights",
     "check_spatial_shape",
 ]
@@ -32,6 +33,8 @@ __all__ = [
 DIVISOR = 16
 #: a convolution with at most this many input channels reads the image: see ImageConv3d
 IMAGE_CHANNELS_MAX = 4
+#: weight initialisations :func:`init_weights` knows
+INIT_SCHEMES = ("kaiming", "torch")
 
 
 class ImageConv3d(nn.Conv3d):
@@ -135,16 +138,31 @@ def channel_dropout() -> nn.Dropout3d:
     return nn.Dropout3d(p=0.5, inplace=False)
 
 
-def init_weights(module: nn.Module) -> None:
-    """Spec 1.4 initialisation, in place, over every submodule of ``module``.
+def init_weights(module: nn.Module, scheme: str = "kaiming") -> None:
+    """Initialise every Conv3d, ConvTranspose3d and BatchNorm3d of ``module`` in place.
 
-    Conv3d and ConvTranspose3d weights: Kaiming-normal (fan_in, gain sqrt(2)); their biases
-    keep PyTorch's default uniform init. BatchNorm3d: weight 1, bias 0 (so no zero-gamma
-    trick on residual branches).
+    Args:
+        module: the network.
+        scheme: ``kaiming`` (spec 1.4, the dual network's and MCF's): conv and transposed-conv
+            weights Kaiming-normal (fan_in, gain sqrt(2), std ``sqrt(2 / fan_in)``), their
+            biases PyTorch's default uniform; BatchNorm3d weight 1, bias 0 (no zero-gamma
+            trick). ``torch``: PyTorch's own defaults (each layer's ``reset_parameters``),
+            which MC-Net(+) and BCP keep: weights and biases uniform in
+            ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]`` (std ``1/sqrt(3 fan_in)``, 2.45 times
+            smaller than Kaiming-normal), BatchNorm3d weight 1, bias 0. PyTorch's fan_in is
+            ``weight.shape[1] * prod(kernel)``, i.e. ``c_out k^3`` for a transposed conv.
+
+    Raises:
+        ValueError: ``scheme`` not in :data:`INIT_SCHEMES`.
     """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
     for m in module.modules():
         if isinstance(m, nn.Conv3d | nn.ConvTranspose3d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if scheme == "kaiming":
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            else:
+                m.reset_parameters()
         elif isinstance(m, nn.BatchNorm3d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

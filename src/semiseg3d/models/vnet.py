@@ -154,6 +154,9 @@ class VNet(EncoderDecoder):
         n_classes: output classes.
         n_filters: base width.
         has_dropout: ``Dropout3d(0.5)`` on the bottleneck and on x9 (train mode only).
+        init: weight initialisation, ``kaiming`` (spec 1.4) or ``torch`` (PyTorch's
+            defaults, as in BCP's released V-Net); see
+            :func:`~semiseg3d.models.blocks.init_weights`.
     """
 
     def __init__(
@@ -162,12 +165,13 @@ class VNet(EncoderDecoder):
         n_classes: int = 2,
         n_filters: int = 16,
         has_dropout: bool = True,
+        init: str = "kaiming",
     ) -> None:
         super().__init__()
         self.n_filters, self.n_classes = n_filters, n_classes
         self.encoder = VNetEncoder(in_channels, n_filters, has_dropout)
         self.decoder = VNetDecoder(n_classes, n_filters, has_dropout)
-        init_weights(self)
+        init_weights(self, init)
 
 
 def vnet_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,82 @@
+"""MC-Net(+) and BCP keep their originals' initialisation (PyTorch's defaults), the dual
+network keeps spec 1.4's Kaiming-normal (issue 18). Expected statistics are computed here
+from each weight's shape, independently of ``init_weights``."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from semiseg3d.config.run import TrainConfig
+from semiseg3d.methods import get_method
+from semiseg3d.models.blocks import init_weights
+from semiseg3d.models.dual import DualNet
+
+
+def _convs(net: nn.Module) -> list[nn.Module]:
+    return [m for m in net.modules() if isinstance(m, nn.Conv3d | nn.ConvTranspose3d)]
+
+
+def _fan_in(weight: torch.Tensor) -> int:
+    # PyTorch's convention, computed here from the shape: weight.shape[1] * kernel volume
+    # (c_in k^3 for Conv3d; c_out k^3 for ConvTranspose3d, whose weight is (c_in, c_out, k^3))
+    return int(weight.shape[1]) * math.prod(int(s) for s in weight.shape[2:])
+
+
+def _assert_torch_default(net: nn.Module) -> None:
+    """Every conv weight and bias lies in [-1/sqrt(fan_in), 1/sqrt(fan_in)] (uniform) and the
+    large ones have the uniform's SD 1/sqrt(3 fan_in) within 3 %; BatchNorm weight 1, bias 0."""
+    convs = _convs(net)
+    assert convs
+    for conv in convs:
+        bound = 1.0 / math.sqrt(_fan_in(conv.weight))
+        w = conv.weight.detach().double()
+        assert float(w.abs().max()) <= bound + 1e-7, conv
+        if conv.bias is not None:
+            assert float(conv.bias.detach().abs().max()) <= bound + 1e-7, conv
+        if w.numel() >= 20_000:
+            sd = float(w.std())
+            assert sd == pytest.approx(bound / math.sqrt(3.0), rel=0.03), (conv, sd)
+    for bn in (m for m in net.modules() if isinstance(m, nn.BatchNorm3d)):
+        assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+
+
+@pytest.mark.parametrize("method", ["mcnet", "mcnet_plus", "bcp"])
+def test_mcnet_and_bcp_keep_pytorch_default_init(method: str) -> None:
+    torch.manual_seed(0)
+    rule = get_method(TrainConfig(method=method))
+    _, nets = rule.build()
+    for net in [*nets.values(), *rule.build_teachers().values()]:
+        _assert_torch_default(net)
+
+
+def test_dual_network_keeps_kaiming_normal() -> None:
+    # spec 1.4: conv weights N(0, 2 / fan_in); the uniform bound 1/sqrt(fan_in) is exceeded
+    torch.manual_seed(0)
+    net = DualNet()
+    checked = 0
+    for conv in _convs(net):
+        w = conv.weight.detach().double()
+        if w.numel() < 20_000:
+            continue
+        fan_in = _fan_in(conv.weight)
+        assert float(w.std()) == pytest.approx(math.sqrt(2.0 / fan_in), rel=0.03), conv
+        assert float(w.abs().max()) > 1.0 / math.sqrt(fan_in)
+        checked += 1
+    assert checked > 10
+
+
+def test_init_weights_schemes() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(64, 64, 3), nn.BatchNorm3d(64), nn.ConvTranspose3d(64, 32, 2))
+    init_weights(net, "kaiming")
+    assert float(net[0].weight.detach().std()) == pytest.approx(
+        math.sqrt(2.0 / (64 * 27)), rel=0.03
+    )
+    init_weights(net, "torch")
+    _assert_torch_default(net)
+    with pytest.raises(ValueError, match="init scheme"):
+        init_weights(net, "xavier")
