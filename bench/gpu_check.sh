@@ -61,6 +61,9 @@ START=$(date +%s)
 DEADLINE=$((START + TOTAL - 5))
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
 mkdir -p "$WORK/logs"
+# the scratch folder (unpacked data, run folders with weights) goes when the script ends;
+# GPU_CHECK_KEEP_WORK=1 keeps it
+[ "${GPU_CHECK_KEEP_WORK:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
 SUMMARY=$OUT_DIR/summary.tsv
 LOG=$OUT_DIR/gpu_check.log
 printf 'stage\tstatus\tseconds\tlimit\tnote\n' >"$SUMMARY"
