@@ -148,15 +148,17 @@ def test_every_method_trains_stops_and_resumes(
     runtime = yaml.safe_load((out / "config.yaml").read_text())["runtime"]
     assert runtime["precision"] == PRECISION_OF[amp], runtime
     assert runtime["device"].split(":")[0] == DEVICE, runtime
-    # NaN marks a term that was not computed at that iteration (e.g. the losing subnet's
-    # total, PGL without candidates); the trainer itself stops on a non-finite loss. Every
-    # iteration has finite supervised terms and nothing is infinite.
+    # NaN marks a term that was not computed at that iteration (e.g. the total of the dual
+    # network's losing subnet, PGL without candidates); the trainer itself stops on a
+    # non-finite loss. Every iteration has a finite total (loss, loss_a / loss_b, ...),
+    # finite supervised terms where it has any, and nothing infinite.
     history = first.history + second.history
     assert len(history) == second.iteration >= 3
     for h in history:
         assert not any(math.isinf(v) for v in h.values()), h
-        sup = [v for key, v in h.items() if key.startswith(("sup", "pre_"))]
-        assert sup and all(math.isfinite(v) for v in sup), h
+        totals = [v for key, v in h.items() if key.startswith("loss")]
+        assert totals and any(math.isfinite(v) for v in totals), h
+        assert all(math.isfinite(v) for k, v in h.items() if k.startswith(("sup", "pre_"))), h
     final = _models(out / "model_final.pt", parameters_only=True)
     assert final.keys() == after_one.keys()
     assert all(torch.isfinite(t).all() for t in final.values())
