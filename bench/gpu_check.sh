@@ -60,7 +60,7 @@ TOTAL=${GPU_CHECK_SECONDS:-540}                 # the whole script, start to end
 START=$(date +%s)
 DEADLINE=$((START + TOTAL - 5))
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
-mkdir -p "$WORK/logs"
+mkdir -p "$WORK/logs" "$WORK/tables"
 # the scratch folder (unpacked data, run folders with weights) goes when the script ends;
 # GPU_CHECK_KEEP_WORK=1 keeps it
 [ "${GPU_CHECK_KEEP_WORK:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
@@ -117,6 +117,8 @@ stage() {
     *) status="failed (exit $rc)" ;;
   esac
   record "$name" "$status" $(($(date +%s) - t0)) "$limit" "$note"
+  # the tables are written in WORK (la_lite.py keeps a lock file beside its CSV) and copied
+  cp "$WORK"/tables/*.csv "$OUT_DIR"/ 2>/dev/null
   pack_details
   return 0
 }
@@ -213,12 +215,12 @@ if need speed torch yaml h5py dvclive; then
   if [ "$DRY" = 1 ]; then
     stage speed 90 "16x16x16 on synthetic 32x32x24 volumes" -- "$PY" bench/speed.py \
       --skip-inference --patch 16 16 16 --volumes 32 32 24 --methods suponly paper \
-      --iterations 1 --warmup 1 --csv "$OUT_DIR/speed.csv"
+      --iterations 1 --warmup 1 --csv "$WORK/tables/speed.csv"
   else
     stage speed 120 "112x112x80 on synthetic 192x144x88 volumes" -- "$PY" bench/speed.py \
       --skip-inference --patches paper --volumes 192 144 88 \
       --methods paper code_faithful suponly --paper-iterations 3 --warmup 2 \
-      --csv "$OUT_DIR/speed.csv"
+      --csv "$WORK/tables/speed.csv"
   fi
 fi
 
@@ -247,7 +249,7 @@ for entry in "${LITE_CAPS[@]}"; do
   elif need "lite_$method" torch yaml h5py pandas dvclive nibabel medpy; then
     stage "lite_$method" "$cap" "LA-lite test split, seed 1337" -- "$PY" bench/la_lite.py \
       --split test --seed 1337 --methods "$method" --data "$LITE_DATA" --downsample "$LITE_DS" \
-      --work "$WORK/la_lite" --csv "$OUT_DIR/la_lite.csv" "${COMMIT_ARG[@]}" "${LITE_ARGS[@]}"
+      --work "$WORK/la_lite" --csv "$WORK/tables/la_lite.csv" "${COMMIT_ARG[@]}" "${LITE_ARGS[@]}"
   fi
 done
 
@@ -268,7 +270,7 @@ elif need full torch yaml h5py pandas dvclive nibabel medpy; then
     stage full "$left" "paper at full resolution, as many iterations as fit" -- "$PY" \
       bench/la_lite.py --split test --seed 1337 --methods paper --data "$FULL_DATA" \
       --downsample 1 --budget "$((left - 15))" --work "$WORK/la_full_runs" \
-      --csv "$OUT_DIR/la_full.csv" "${COMMIT_ARG[@]}" "${FULL_ARGS[@]}"
+      --csv "$WORK/tables/la_full.csv" "${COMMIT_ARG[@]}" "${FULL_ARGS[@]}"
   fi
 fi
 

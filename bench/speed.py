@@ -381,12 +381,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     rows: list[dict[str, Any]] = []
     suffix = ""
-    if args.volumes:
+    train_data = Path(args.data)  # the inference rows always read --data
+    if args.volumes and not args.skip_training:
         from gpu_data import write_volumes
 
-        synthetic = Path(tempfile.mkdtemp(prefix="speed_volumes_"))
-        write_volumes(synthetic, 16, 1, tuple(args.volumes), lite=False)
-        args.data = str(synthetic)
+        train_data = Path(tempfile.mkdtemp(prefix="speed_volumes_"))
+        write_volumes(train_data, 16, 1, tuple(args.volumes), lite=False)
         suffix = f" (synthetic {'x'.join(map(str, args.volumes))})"
     patches = {"custom": (tuple(args.patch), 1)} if args.patch else PATCHES
     keys = ["custom"] if args.patch else args.patches
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.rounds):
                 for path in runs:
                     seconds, precisions[path] = train_seconds(
-                        Path(args.data), method, path, patch, downsample, n, args.warmup
+                        train_data, method, path, patch, downsample, n, args.warmup
                     )
                     runs[path].append(seconds)
             ref = None
@@ -433,8 +433,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     write_rows(rows, Path(args.csv))
-    if args.volumes:
-        shutil.rmtree(args.data, ignore_errors=True)
+    if suffix:
+        shutil.rmtree(train_data, ignore_errors=True)
     print(f"wrote {args.csv}")
     return 0
 
