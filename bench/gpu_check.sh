@@ -17,13 +17,14 @@
 #   speed    bench/speed.py at 112 x 112 x 80 (paper, code_faithful, SupOnly), fp32 eager vs
 #            the fast path, MFU from the true MAC count (synthetic LA-sized volumes)
 #   (compiled rows: the place for the `compile` config key of issue 20 item 1, see COMPILE below)
-#   lite_*   bench/la_lite.py --split test --seed 1337 for suponly, code_faithful, paper
+#   lite_*   bench/la_lite.py --split test --seed 1337 for paper, code_faithful, suponly
 #   full     full-resolution LA, `paper` at 112 x 112 x 80, as many iterations as fit in the time
 #            left, tested on the 20 test volumes (only when full-resolution LA is on the machine)
 #
-# Files in OUT_DIR (at most 8, what the device tool brings back): summary.tsv (stage, status,
+# Files in OUT_DIR (8, what the device tool brings back at most): summary.tsv (stage, status,
 # seconds, limit, note), gpu_check.log (every stage's output), env.txt, speed.csv,
-# la_lite.csv, la_full.csv, details.tar.gz (junit XML, run logs and metrics; no weights).
+# la_lite.csv, la_lite_cases.csv (per-case metrics), la_full.csv, details.tar.gz (junit XML,
+# run logs and metrics, all tables; no weights).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -117,8 +118,12 @@ stage() {
     *) status="failed (exit $rc)" ;;
   esac
   record "$name" "$status" $(($(date +%s) - t0)) "$limit" "$note"
-  # the tables are written in WORK (la_lite.py keeps a lock file beside its CSV) and copied
-  cp "$WORK"/tables/*.csv "$OUT_DIR"/ 2>/dev/null
+  # the tables are written in WORK (la_lite.py keeps lock files beside its CSVs) and the
+  # main ones copied; the full-resolution run's per-case table is in details.tar.gz only
+  # (the device tool brings back at most 8 files)
+  for table in speed.csv la_lite.csv la_lite_cases.csv la_full.csv; do
+    [ -f "$WORK/tables/$table" ] && cp "$WORK/tables/$table" "$OUT_DIR/"
+  done
   pack_details
   return 0
 }
@@ -236,10 +241,10 @@ if ! git rev-parse HEAD >/dev/null 2>&1 && [ -f .gpu_data/COMMIT ]; then
 fi
 if [ "$DRY" = 1 ]; then
   LITE_ARGS=(--iterations 2 --labeled 2 --patch 16 16 16 --stride 16 16 16 --checkpoint-every 1)
-  LITE_CAPS=(suponly:40 code_faithful:50 paper:50)
+  LITE_CAPS=(paper:50 code_faithful:50 suponly:40)
 else
   LITE_ARGS=()
-  LITE_CAPS=(suponly:80 code_faithful:110 paper:120)
+  LITE_CAPS=(paper:120 code_faithful:110 suponly:80)  # the method first: time may run out
 fi
 for entry in "${LITE_CAPS[@]}"; do
   method=${entry%%:*}

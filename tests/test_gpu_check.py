@@ -65,6 +65,7 @@ def test_cpu_dry_run_runs_every_stage(root: Path, tmp_path: Path) -> None:
         "gpu_check.log",
         "la_full.csv",
         "la_lite.csv",
+        "la_lite_cases.csv",
         "speed.csv",
         "summary.tsv",
     ], files
@@ -88,6 +89,10 @@ def test_cpu_dry_run_runs_every_stage(root: Path, tmp_path: Path) -> None:
     for r in lite:
         assert r["seed"] == "1337" and r["split"] == "test" and r["iterations"] == "2"
         assert r["machine"].startswith("cpu ") and 0.0 <= float(r["dice"]) <= 100.0
+    cases = _rows(out / "la_lite_cases.csv")  # 2 test cases per method
+    assert sorted((r["method"], r["case"]) for r in cases) == [
+        (m, c) for m in ("code_faithful", "paper", "suponly") for c in ("case006", "case007")
+    ]
     (full,) = _rows(out / "la_full.csv")
     assert full["method"] == "paper" and 1 <= int(full["iterations"]) <= 3
 
