@@ -35,6 +35,7 @@ import torch
 import yaml
 
 from semiseg3d.accel import Acceleration
+from semiseg3d.baselines import BASELINES
 from semiseg3d.training.checkpoint import load_checkpoint
 from semiseg3d.training.config import TrainConfig
 from semiseg3d.training.trainer import STOP_AFTER_ENV, train
@@ -53,18 +54,16 @@ if ON_GPU and not torch.cuda.is_available():
 AMPS = ("bf16", "fp16") if ON_GPU else ("none",)
 PRECISION_OF = {"bf16": "bf16", "fp16": "fp16", "none": "fp32"}
 
-#: name -> config keys; BCP needs a bottleneck larger than one voxel (patch 32 x 32 x 16)
+#: name -> config keys: the dual network's two modes, SupOnly and every registered comparison
+#: method (a baseline added later is tried too); BCP needs a bottleneck larger than one voxel
+#: for its half batches (patch 32 x 32 x 16) and a short pre-training stage
 METHODS: dict[str, dict[str, Any]] = {
     "paper": {"method": "dual", "mode": "paper"},
     "code_faithful": {"method": "dual", "mode": "code_faithful"},
     "suponly": {"method": "suponly"},
-    "uamt": {"method": "uamt"},
-    "dtc": {"method": "dtc"},
-    "mcnet": {"method": "mcnet"},
-    "mcnet_plus": {"method": "mcnet_plus"},
-    "mcf": {"method": "mcf"},
-    "bcp": {"method": "bcp", "bcp_pretrain_steps": 2, "patch": (32, 32, 16)},
+    **{name: {"method": name} for name in BASELINES},
 }
+METHODS["bcp"] = {"method": "bcp", "bcp_pretrain_steps": 2, "patch": (32, 32, 16)}
 
 SHAPE = (48, 48, 32)
 #: iterations of the run that test / predict compare: enough on the GPU for a confident
