@@ -70,7 +70,7 @@ def test_cpu_dry_run_runs_every_stage(root: Path, tmp_path: Path) -> None:
         "summary.tsv",
     ], files
     env_txt = (out / "env.txt").read_text()
-    assert "torch: " in env_txt and "cuda_available: False" in env_txt
+    assert "torch: " in env_txt and "cuda_available: " in env_txt
     assert "nvidia-smi" in env_txt  # found or "not found": the line is there either way
 
     speed = _rows(out / "speed.csv")
