@@ -47,6 +47,12 @@ Usage::
     python bench/la_lite.py --split val --methods ramp_argmax \
         --set pl_rampup=sigmoid --set cps_target=argmax
     python bench/la_lite.py --measure 5 --methods paper   # seconds per iteration only
+
+Other data and scales (``bench/gpu_check.sh``): ``--data DIR --downsample 1`` trains on a
+folder of volumes halved beforehand (``bench/gpu_data.py unpack``: the same arrays as LA
+with ``--downsample 2``), and ``--downsample 1 --patch 112 112 80 --stride 18 18 4 --budget
+S`` runs full-resolution LA for as many iterations as fit in S seconds (measured on a few
+iterations first; ``--iterations`` is then the upper bound), testing included.
 """
 
 from __future__ import annotations
@@ -158,7 +164,7 @@ def bench_config(method: str, args: argparse.Namespace, iterations: int) -> Trai
         "train_list": str(train_list),
         "test_list": str(test_list),
         "labeled": args.labeled,
-        "downsample": 2,
+        "downsample": args.downsample,
         "patch": list(args.patch),
         "stride": list(args.stride),
         "iterations": iterations,
@@ -210,20 +216,40 @@ def commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def seconds_per_iteration(method: str, args: argparse.Namespace, k: int) -> float:
+    """Mean seconds of iterations 2 .. k + 1 of a throw-away run (the first is warm-up)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"la_lite_measure_{method}_"))
+    try:
+        cfg = bench_config(method, args, iterations=k + 1)
+        result = train(cfg, tmp / "run", stop_after=k + 1, progress=False)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return float(np.mean(result.iteration_seconds[1:]))
+
+
 def measure(args: argparse.Namespace) -> None:
     """Print seconds per iteration of each method (``--measure K`` iterations, the first
     one excluded as warm-up)."""
-    k = args.measure
     for method in args.methods:
-        tmp = Path(tempfile.mkdtemp(prefix=f"la_lite_measure_{method}_"))
-        try:
-            cfg = bench_config(method, args, iterations=k + 1)
-            t0 = time.monotonic()
-            result = train(cfg, tmp / "run", stop_after=k + 1, progress=False)
-            per_it = result.seconds / (k + 1)
-            print(f"MEASURE {method}: {per_it:.2f} s/iteration ({time.monotonic() - t0:.0f} s)")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        t0 = time.monotonic()
+        per_it = seconds_per_iteration(method, args, args.measure)
+        print(f"MEASURE {method}: {per_it:.2f} s/iteration ({time.monotonic() - t0:.0f} s)")
+
+
+def fit_iterations(method: str, args: argparse.Namespace, started: float, cap: int) -> int:
+    """Iterations of ``method`` that fit in what is left of ``--budget`` seconds (counted
+    from ``started``) after ``--test-reserve`` seconds for testing; at most ``cap``."""
+    per_it = seconds_per_iteration(method, args, 3)
+    left = args.budget - (time.monotonic() - started) - args.test_reserve
+    n = min(cap, int(left / per_it))
+    print(
+        f"{method}: {per_it:.3f} s/iteration measured, {left:.0f} s left for training "
+        f"-> {n} iterations",
+        flush=True,
+    )
+    if n < 1:
+        raise SystemExit(f"la_lite.py: --budget {args.budget:g} s leaves no time to train")
+    return n
 
 
 def foreground_voxels(run: Path, cfg: TrainConfig) -> dict[str, tuple[int, int]]:
@@ -360,6 +386,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", choices=("val", "test"), default="val")
     p.add_argument("--iterations", type=int, default=600)
     p.add_argument("--labeled", type=int, default=8)
+    p.add_argument(
+        "--downsample", type=int, default=2, help="2: LA-lite; 1: halved data or full resolution"
+    )
     p.add_argument("--patch", type=int, nargs=3, default=(64, 64, 32))
     p.add_argument("--stride", type=int, nargs=3, default=(9, 9, 2))
     p.add_argument("--seed", type=int, default=1337)
@@ -369,6 +398,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=4, help="sliding-window batch")
     p.add_argument("--methods", nargs="+", default=["suponly", "code_faithful", "paper"])
     p.add_argument("--measure", type=int, default=0, help="only time K iterations per method")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=0.0,
+        help="seconds per method: train as many iterations as fit (at most --iterations)",
+    )
+    p.add_argument(
+        "--test-reserve", type=float, default=90.0, help="seconds of --budget kept for testing"
+    )
+    p.add_argument("--commit", default="", help="the commit column (default: git's answer here)")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -384,7 +423,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.cases_csv:
         csv_path = Path(args.csv)
         args.cases_csv = str(csv_path.with_name(csv_path.stem + "_cases.csv"))
-    args.commit = commit()
+    args.commit = args.commit or commit()
     return args
 
 
@@ -394,7 +433,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure:
         measure(args)
         return 0
+    cap = args.iterations
     for method in args.methods:
+        if args.budget:
+            args.iterations = fit_iterations(method, args, time.monotonic(), cap)
         row, cases = run_method(method, args)
         write_row(row, Path(args.csv))
         write_rows(cases, Path(args.cases_csv), CASE_COLUMNS)

@@ -26,16 +26,26 @@ in float32 (its argmax must equal the legacy one on every voxel) and today's fas
 (bf16 + channels-last, BatchNorm folded and weights in bf16, as `semiseg3d test` does;
 per-case Dice of its mask against the float32 mask is reported).
 
+The authors' step (their released ``train_LA.py`` loop body, float32) cannot be run here
+(the project does not import their code), so it is a **recorded** row (:data:`RECORDED`):
+the figure measured for issue 20, with its machine, checkout and date; every run of this
+script writes it again, marked ``recorded``, beside the live rows. Compare it only with
+rows measured on that machine.
+
 Output: a table on stdout and ``reports/bench/speed.csv`` (what, patch, precision, seconds,
-ratio, machine, date), rows of this run replacing earlier rows with the same (what, patch,
-precision, machine). On CUDA the training rows also get an MFU column: true MACs of the step
-(3 x the forward MACs of ``semiseg3d complexity`` per sample, forward + backward) per
-second, against ``--peak-tflops`` (dense bf16 peak of the GPU).
+ratio, mfu, machine, date), rows of this run replacing earlier rows with the same (what,
+patch, precision, machine). On CUDA the training rows also get an MFU column: model FLOPs
+of the step (2 x true MACs, the MACs 3 x those of one forward pass of ``semiseg3d
+complexity`` per sample: forward + backward) per second, against the GPU's dense peak for
+the row's precision (``--peak-tflops auto``: the table of ``bench/gpu_env.py``, bf16 peak for
+the bf16 / fp16 rows and TF32 peak for the float32 rows, which cuDNN runs in TF32 by
+default; or one number for every row).
 
 Usage::
 
     python bench/speed.py --run results/bench/la_lite/val/paper_literal_s1337_it600
     python bench/speed.py --skip-inference --iterations 3 --patches lite
+    python bench/speed.py --skip-inference --patches paper --volumes 192 144 88   # no LA at hand
 """
 
 from __future__ import annotations
@@ -81,6 +91,23 @@ PATHS = {
     "fp32": {"amp": "none", "channels_last": False},
     "fast": {"amp": "auto", "channels_last": "auto"},
 }
+
+#: rows measured once and recorded, not measured by this script (see the module docstring)
+RECORDED: tuple[dict[str, Any], ...] = (
+    {
+        # issue 20's table: one 2-core AMD EPYC (AVX-512 BF16, no AMX), each process alone,
+        # LA-lite patch, batch 2 + 2, main at a3e8dfd (2026-12-02); the issue was filed before
+        # 2026-12-07 and gives no exact day
+        "what": "train iteration authors' train_LA.py loop body (recorded, main a3e8dfd)",
+        "patch": "64x64x32",
+        "precision": "fp32 eager (recorded)",
+        "seconds": 2.99,
+        "ratio": 1.0,
+        "mfu": "",
+        "machine": "cpu AMD EPYC 2 cores AVX-512 BF16 (issue 20)",
+        "date": "2026-12",
+    },
+)
 
 
 def machine() -> str:
@@ -266,9 +293,24 @@ def inference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 # -- table ------------------------------------------------------------------------------------
 
 
+def mfu(method: str, patch: Sequence[int], seconds: float, precision: str, peak: str) -> str:
+    """Model FLOPs utilisation of one training step on CUDA ("" off CUDA or without a peak)."""
+    if not torch.cuda.is_available():
+        return ""
+    if peak == "auto":
+        from gpu_env import peak_tflops
+
+        tflops = peak_tflops(torch.cuda.get_device_name(0), precision.split()[0])
+    else:
+        tflops = float(peak)
+    if not tflops:
+        return ""
+    return f"{step_macs(method, patch) * 2 / seconds / (tflops * 1e12):.3f}"
+
+
 def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
     stamp = {"machine": machine(), "date": dt.date.today().isoformat()}
-    rows = [{**{"mfu": ""}, **r, **stamp} for r in rows]
+    rows = [{**{"mfu": ""}, **r, **stamp} for r in rows] + [dict(r) for r in RECORDED]
     keys = {(r["what"], r["patch"], r["precision"], r["machine"]) for r in rows}
     kept: list[dict[str, Any]] = []
     if path.is_file():
@@ -293,6 +335,20 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(shared_dir() / "data" / "LA"))
+    p.add_argument(
+        "--volumes",
+        type=int,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help="train on 16 synthetic volumes of this shape instead of --data (rows say so)",
+    )
+    p.add_argument(
+        "--patch",
+        type=int,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help="one custom patch (no downsampling) instead of --patches (small dry runs)",
+    )
     p.add_argument("--run", default="", help="trained run folder for the inference rows")
     p.add_argument("--cases", type=int, default=20, help="test volumes for the inference rows")
     p.add_argument("--stride", type=int, nargs=3, default=(9, 9, 2))
@@ -306,7 +362,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--skip-training", action="store_true")
-    p.add_argument("--peak-tflops", type=float, default=0.0, help="GPU dense bf16 peak (MFU)")
+    p.add_argument(
+        "--peak-tflops",
+        default="auto",
+        help="GPU dense peak for the MFU column: auto (bench/gpu_env.py's table) or TFLOP/s",
+    )
     p.add_argument("--csv", default=str(repo_root() / "reports" / "bench" / "speed.csv"))
     return p.parse_args(argv)
 
@@ -314,10 +374,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(f"speed: {vars(args)} on {machine()}", flush=True)
+    for r in RECORDED:
+        print(
+            f"{r['what']}: {r['seconds']:.2f} s at {r['patch']} ({r['precision']}; "
+            f"{r['machine']}, {r['date']}): not measured by this run"
+        )
     rows: list[dict[str, Any]] = []
-    for key in [] if args.skip_training else args.patches:
-        patch, downsample = PATCHES[key]
-        n = args.iterations if key == "lite" else args.paper_iterations
+    suffix = ""
+    train_data = Path(args.data)  # the inference rows always read --data
+    if args.volumes and not args.skip_training:
+        from gpu_data import write_volumes
+
+        train_data = Path(tempfile.mkdtemp(prefix="speed_volumes_"))
+        write_volumes(train_data, 16, 1, tuple(args.volumes), lite=False)
+        suffix = f" (synthetic {'x'.join(map(str, args.volumes))})"
+    patches = {"custom": (tuple(args.patch), 1)} if args.patch else PATCHES
+    keys = ["custom"] if args.patch else args.patches
+    for key in [] if args.skip_training else keys:
+        patch, downsample = patches[key]
+        n = args.paper_iterations if key == "paper" else args.iterations
         for method in args.methods:
             # the two paths alternate for --rounds rounds; each path's row is the median
             # of its rounds (this VM's speed drifts by 10-30 % over minutes)
@@ -326,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.rounds):
                 for path in runs:
                     seconds, precisions[path] = train_seconds(
-                        Path(args.data), method, path, patch, downsample, n, args.warmup
+                        train_data, method, path, patch, downsample, n, args.warmup
                     )
                     runs[path].append(seconds)
             ref = None
@@ -334,20 +409,17 @@ def main(argv: list[str] | None = None) -> int:
                 seconds, precision = float(np.median(runs[path])), precisions[path]
                 ref = seconds if ref is None else ref
                 row = {
-                    "what": f"train iteration {method}",
+                    "what": f"train iteration {method}{suffix}",
                     "patch": "x".join(map(str, patch)),
                     "precision": precision if path == "fast" else "fp32 eager",
                     "seconds": seconds,
                     "ratio": ref / seconds,
                 }
-                if torch.cuda.is_available() and args.peak_tflops > 0:
-                    row["mfu"] = (
-                        f"{step_macs(method, patch) * 2 / seconds / (args.peak_tflops * 1e12):.3f}"
-                    )
+                row["mfu"] = mfu(method, patch, seconds, precision, args.peak_tflops)
                 rows.append(row)
                 print(
                     f"{row['what']:32s} {row['patch']:>10s} {row['precision']:>12s} "
-                    f"{seconds:8.3f} s  x{row['ratio']:.2f}  (rounds: "
+                    f"{seconds:8.3f} s  x{row['ratio']:.2f}  mfu {row['mfu'] or '-'}  (rounds: "
                     + ", ".join(f"{s:.3f}" for s in runs[path])
                     + ")",
                     flush=True,
@@ -361,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     write_rows(rows, Path(args.csv))
+    if suffix:
+        shutil.rmtree(train_data, ignore_errors=True)
     print(f"wrote {args.csv}")
     return 0
 
