@@ -35,9 +35,9 @@ import torch
 import yaml
 
 from semiseg3d.accel import Acceleration
-from semiseg3d.baselines import BASELINES
+from semiseg3d.config.registry import baseline_names
+from semiseg3d.config.run import TrainConfig
 from semiseg3d.training.checkpoint import load_checkpoint
-from semiseg3d.training.config import TrainConfig
 from semiseg3d.training.trainer import STOP_AFTER_ENV, train
 
 DEVICE = os.environ.get("SEMISEG3D_TEST_DEVICE", "cuda")
@@ -61,7 +61,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "paper": {"method": "dual", "mode": "paper"},
     "code_faithful": {"method": "dual", "mode": "code_faithful"},
     "suponly": {"method": "suponly"},
-    **{name: {"method": name} for name in BASELINES},
+    **{name: {"method": name} for name in baseline_names()},
 }
 METHODS["bcp"] = {"method": "bcp", "bcp_pretrain_steps": 2, "patch": (32, 32, 16)}
 
@@ -248,7 +248,7 @@ def trained(
 
 
 def _cpu_fp32_rule(run: Path) -> tuple[Any, Any, bool]:
-    from semiseg3d.inference.test_run import load_trained, prepared_rule
+    from semiseg3d.inference.rule import load_trained, prepared_rule
 
     cfg, nets = load_trained(run)
     accel = Acceleration(device=torch.device("cpu"), dtype=None, channels_last=False)
@@ -259,11 +259,12 @@ def _cpu_fp32_rule(run: Path) -> tuple[Any, Any, bool]:
 def test_test_command_on_the_device_matches_the_cpu_fp32_prediction(
     trained: Path, data: Path
 ) -> None:
+    from semiseg3d.data.postprocess import largest_connected_component
+
     from semiseg3d.data.dataset import VolumeDataset
     from semiseg3d.evaluation.maskio import read_mask
-    from semiseg3d.inference.postprocess import largest_connected_component
+    from semiseg3d.evaluation.test_run import test_run
     from semiseg3d.inference.sliding_window import predict_label, sliding_window_probs
-    from semiseg3d.inference.test_run import test_run
 
     table = test_run(trained, device=DEVICE, verbose=False)
     assert (trained / "metrics.csv").is_file() and "mean" in set(table["case"])
@@ -288,9 +289,10 @@ def test_predict_command_on_the_device_matches_the_cpu_fp32_prediction(
     trained: Path, data: Path, tmp_path: Path
 ) -> None:
     sitk = pytest.importorskip("SimpleITK", reason="semiseg3d predict needs SimpleITK")
+    from semiseg3d.data.postprocess import largest_connected_component
+
     from semiseg3d.data.convert import write_preprocess_json
     from semiseg3d.data.convert_custom import PreprocessOptions
-    from semiseg3d.inference.postprocess import largest_connected_component
     from semiseg3d.inference.predict import predict_image, predict_scan, recipe_for_run
 
     # the volumes as stored (no z-score): predict sees what training saw
