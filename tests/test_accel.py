@@ -157,13 +157,13 @@ def test_verdict_is_cached_per_machine_and_shape(tmp_path: Path, monkeypatch) ->
     bf16_verdict(Bf16Probe(build, (2, 1, 4, 4, 8), True, "toy"), False)
     bf16_verdict(probe, True)
     assert len(built) == 3
-    cache = json.loads((tmp_path / "bf16-verdicts.json").read_text())
+    cache = json.loads((tmp_path / "bf16-verdicts-v2.json").read_text())
     assert len(cache) == 3 and all(machine_key() in key for key in cache)
     assert all(f"torch {torch.__version__}" in key for key in cache)
     monkeypatch.setattr(torch, "__version__", "0.0.0-other")
     assert not bf16_verdict(probe, False).cached and len(built) == 4
     # an unreadable cache file is ignored and replaced
-    (tmp_path / "bf16-verdicts.json").write_text("{not json")
+    (tmp_path / "bf16-verdicts-v2.json").write_text("{not json")
     assert not bf16_verdict(probe, False).cached and len(built) == 5
     assert bf16_verdict(probe, False).cached
 

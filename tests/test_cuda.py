@@ -259,9 +259,8 @@ def _cpu_fp32_rule(run: Path) -> tuple[Any, Any, bool]:
 def test_test_command_on_the_device_matches_the_cpu_fp32_prediction(
     trained: Path, data: Path
 ) -> None:
-    from semiseg3d.data.postprocess import largest_connected_component
-
     from semiseg3d.data.dataset import VolumeDataset
+    from semiseg3d.data.postprocess import largest_connected_component
     from semiseg3d.evaluation.maskio import read_mask
     from semiseg3d.evaluation.test_run import test_run
     from semiseg3d.inference.sliding_window import predict_label, sliding_window_probs
@@ -289,10 +288,9 @@ def test_predict_command_on_the_device_matches_the_cpu_fp32_prediction(
     trained: Path, data: Path, tmp_path: Path
 ) -> None:
     sitk = pytest.importorskip("SimpleITK", reason="semiseg3d predict needs SimpleITK")
-    from semiseg3d.data.postprocess import largest_connected_component
-
     from semiseg3d.data.convert import write_preprocess_json
     from semiseg3d.data.convert_custom import PreprocessOptions
+    from semiseg3d.data.postprocess import largest_connected_component
     from semiseg3d.inference.predict import predict_image, predict_scan, recipe_for_run
 
     # the volumes as stored (no z-score): predict sees what training saw

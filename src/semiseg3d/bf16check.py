@@ -8,7 +8,8 @@ AMD EPYC with AVX-512 BF16 and no AMX, the same forward convolutions are right w
 backward pass of both subnets gives NaN / Inf weight gradients at patches 16x16x16 and
 32x32x16 (and is finite at 64x64x32 and 96x96x96). So before bf16 is used, the run's own
 networks are run once at the run's own input shape in float32 and in bf16 autocast, and the
-two are compared:
+two are compared (the bf16 pass :data:`REPEATS` times: on the AMD machine the same check
+gave NaN on one call and finite values on the next):
 
 - training (``train=True``): networks in train mode (dropout off, so both passes see the same
   network), forward, then the gradient of ``mean(out * w)`` for a fixed random ``w`` with
@@ -65,7 +66,9 @@ __all__ = [
 OUT_TOLERANCE = 0.5
 #: ||g_bf16 - g_fp32|| / ||g_fp32|| over all parameters (L2)
 GRAD_TOLERANCE = 4.0
-_CACHE_FILE = "bf16-verdicts.json"
+_CACHE_FILE = "bf16-verdicts-v2.json"  # v2: REPEATS bf16 passes per check
+#: bf16 passes per network (a fault seen in any of them fails the check)
+REPEATS = 3
 
 
 @dataclass(frozen=True)
@@ -222,29 +225,30 @@ def compare_bf16(
         net = _prepare(net, train, channels_last)
         name = type(net).__name__
         ref, ref_grads = _run(net, x, None, train)
-        out, grads = _run(net, x, torch.bfloat16, train)
-        finite = bool(torch.isfinite(out).all()) and all(
-            bool(torch.isfinite(g).all()) for g in grads
-        )
         scale = float(ref.abs().max())
-        out_err = float((out - ref).abs().max()) / scale if scale > 0 else 0.0
-        grad_err = 0.0
-        if train:
-            num = math.sqrt(
-                sum(float(((g - r) ** 2).sum()) for g, r in zip(grads, ref_grads, strict=True))
-            )
-            den = math.sqrt(sum(float((r**2).sum()) for r in ref_grads))
-            grad_err = num / den if den > 0 else 0.0
-        if not math.isfinite(out_err):
-            out_err = math.inf
-        if not math.isfinite(grad_err):
-            grad_err = math.inf
+        den = math.sqrt(sum(float((r**2).sum()) for r in ref_grads)) if train else 0.0
+        # the faults are not always deterministic (a pass may be finite, the next NaN): the
+        # bf16 pass runs REPEATS times and the worst one counts
+        out_err, grad_err, nonfinite = 0.0, 0.0, ""
+        for _ in range(REPEATS):
+            out, grads = _run(net, x, torch.bfloat16, train)
+            if not bool(torch.isfinite(out).all()):
+                nonfinite = "outputs"
+            elif not all(bool(torch.isfinite(g).all()) for g in grads) and not nonfinite:
+                nonfinite = "gradients"
+            err = float((out - ref).abs().max()) / scale if scale > 0 else 0.0
+            out_err = max(out_err, err if math.isfinite(err) else math.inf)
+            if train:
+                num = math.sqrt(
+                    sum(float(((g - r) ** 2).sum()) for g, r in zip(grads, ref_grads, strict=True))
+                )
+                err = num / den if den > 0 else 0.0
+                grad_err = max(grad_err, err if math.isfinite(err) else math.inf)
         worst_out, worst_grad = max(worst_out, out_err), max(worst_grad, grad_err)
         if reason:
             continue
-        if not finite:
-            what = "gradients" if bool(torch.isfinite(out).all()) else "outputs"
-            reason = f"{name}: non-finite bf16 {what}"
+        if nonfinite:
+            reason = f"{name}: non-finite bf16 {nonfinite}"
         elif out_err > OUT_TOLERANCE:
             reason = (
                 f"{name}: bf16 outputs differ from float32 by {out_err:.3g} (limit {OUT_TOLERANCE})"
