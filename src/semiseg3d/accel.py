@@ -30,12 +30,11 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from semiseg3d.bf16check import Bf16Probe, bf16_verdict
+from semiseg3d.bf16check import Bf16Probe, bf16_verdict, cpu_info
 from semiseg3d.config.run import AMP_CHOICES
 from semiseg3d.errors import InputError
 
@@ -65,10 +64,8 @@ def cpu_supports_bf16() -> bool:
     if probe is not None:
         with contextlib.suppress(Exception):
             return bool(probe())
-    with contextlib.suppress(OSError):
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
+    flags = cpu_info()[1]
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def cuda_supports_bf16() -> bool:

@@ -58,6 +58,7 @@ __all__ = [
     "bf16_verdict",
     "cache_path",
     "cached_verdict",
+    "cpu_info",
     "compare_bf16",
     "machine_key",
 ]
@@ -121,9 +122,10 @@ def cache_path() -> Path:
 
 
 @functools.cache
-def _cpu_model() -> str:
-    """The CPU model name and its bf16-related flags, from ``/proc/cpuinfo``."""
-    model, flags = "unknown cpu", set()
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """This CPU's model name and flags, from ``/proc/cpuinfo`` (``("unknown cpu", {})``
+    where it cannot be read)."""
+    model, flags = "unknown cpu", frozenset[str]()
     with contextlib.suppress(OSError):
         for line in (
             Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
@@ -133,7 +135,13 @@ def _cpu_model() -> str:
             if key == "model name" and model == "unknown cpu":
                 model = value.strip()
             elif key == "flags" and not flags:
-                flags = set(value.split())
+                flags = frozenset(value.split())
+    return model, flags
+
+
+def _cpu_model() -> str:
+    """The CPU model name and its bf16-related flags (part of the cache key)."""
+    model, flags = cpu_info()
     wanted = sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16", "amx_tile", "avx512f"))
     return f"{model} [{' '.join(wanted)}]"
 
@@ -180,9 +188,12 @@ def _first_tensor(out: Any) -> torch.Tensor:
 def _run(
     net: nn.Module, x: torch.Tensor, dtype: torch.dtype | None, train: bool
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One pass: the output (float32, detached) and the parameter gradients (train only)."""
+    """One pass: the output (float32, detached) and the parameter gradients (train only).
+
+    ``net`` is the check's own copy; its BatchNorm running statistics may move (train
+    mode), which changes no output: train mode normalises by the batch's own statistics and
+    eval mode updates none."""
     params = [p for p in net.parameters() if p.requires_grad]
-    state = copy.deepcopy(net.state_dict())  # BatchNorm statistics back after the pass
     autocast = torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with torch.set_grad_enabled(train), autocast:
         out = _first_tensor(net(x))
@@ -198,7 +209,6 @@ def _run(
                 strict=True,
             )
         ]
-    net.load_state_dict(state)
     return out.detach().double(), grads
 
 

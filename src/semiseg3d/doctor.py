@@ -120,19 +120,11 @@ def check_torch() -> Check:
     )
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.split(":", 1)[-1].split())
-
-
 def check_cpu() -> Check:
     from semiseg3d.accel import cpu_supports_bf16
+    from semiseg3d.bf16check import cpu_info
 
-    flags = _cpu_flags()
+    flags = cpu_info()[1]
     found = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags] or ["none"]
     bf16 = "yes" if cpu_supports_bf16() else "no"
     return Check(
