@@ -16,8 +16,10 @@
 #            test / predict against the CPU float32 prediction
 #   speed    bench/speed.py at 112 x 112 x 80 (paper, code_faithful, SupOnly), fp32 eager vs
 #            the fast path, MFU from the true MAC count (synthetic LA-sized volumes)
-#   (compiled rows: the place for the `compile` config key of issue 20 item 1, see COMPILE below)
 #   lite_*   bench/la_lite.py --split test --seed 1337 for paper, code_faithful, suponly
+#   speed_compiled  bench/speed.py's compiled path (`compile: on`, torch.compile) beside the
+#            fast eager path at 112 x 112 x 80 (SupOnly, paper); after LA-lite, as compiling
+#            takes a minute or more
 #   full     full-resolution LA, `paper` at 112 x 112 x 80, as many iterations as fit in the time
 #            left, tested on the 20 test volumes (only when full-resolution LA is on the machine)
 #
@@ -220,19 +222,14 @@ if need speed torch yaml h5py dvclive; then
   if [ "$DRY" = 1 ]; then
     stage speed 90 "16x16x16 on synthetic 32x32x24 volumes" -- "$PY" bench/speed.py \
       --skip-inference --patch 16 16 16 --volumes 32 32 24 --methods suponly paper \
-      --iterations 1 --warmup 1 --csv "$WORK/tables/speed.csv"
+      --paths fp32 fast --iterations 1 --warmup 1 --csv "$WORK/tables/speed.csv"
   else
     stage speed 120 "112x112x80 on synthetic 192x144x88 volumes" -- "$PY" bench/speed.py \
       --skip-inference --patches paper --volumes 192 144 88 \
-      --methods paper code_faithful suponly --paper-iterations 3 --warmup 2 \
+      --methods paper code_faithful suponly --paths fp32 fast --paper-iterations 3 --warmup 2 \
       --csv "$WORK/tables/speed.csv"
   fi
 fi
-
-# COMPILE: the compiled rows of issue 20 item 1 go here, once the training config has its
-# `compile` key (not yet in this checkout): a speed.py run with the compiled path beside the
-# eager one at 112 x 112 x 80, e.g. `stage speed_compiled 90 "" -- "$PY" bench/speed.py ...`.
-skip speed_compiled "no 'compile' config key in this checkout yet (issue 20 item 1)"
 
 # -- LA-lite ----------------------------------------------------------------------------------
 COMMIT_ARG=()
@@ -257,6 +254,19 @@ for entry in "${LITE_CAPS[@]}"; do
       --work "$WORK/la_lite" --csv "$WORK/tables/la_lite.csv" "${COMMIT_ARG[@]}" "${LITE_ARGS[@]}"
   fi
 done
+
+# -- compiled step ----------------------------------------------------------------------------
+if need speed_compiled torch yaml h5py dvclive; then
+  if [ "$DRY" = 1 ]; then
+    stage speed_compiled 120 "16x16x16, SupOnly" -- "$PY" bench/speed.py --skip-inference \
+      --patch 16 16 16 --volumes 32 32 24 --methods suponly --paths fast compiled \
+      --iterations 1 --warmup 1 --csv "$WORK/tables/speed.csv"
+  else
+    stage speed_compiled 150 "112x112x80, SupOnly and paper" -- "$PY" bench/speed.py \
+      --skip-inference --patches paper --volumes 192 144 88 --methods suponly paper \
+      --paths fast compiled --paper-iterations 3 --warmup 2 --csv "$WORK/tables/speed.csv"
+  fi
+fi
 
 # -- full-resolution LA -------------------------------------------------------------------------
 if [ -z "$FULL_DATA" ]; then

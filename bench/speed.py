@@ -10,12 +10,15 @@ i.e. data loading, the step and its logging): seconds per iteration of ``paper``
 - ``fp32``: ``amp: none``, ``channels_last: false`` (the reference; the project's path
   before the speed work), and
 - ``fast``: ``amp: auto``, ``channels_last: auto`` (bf16 autocast and channels-last 3D where
-  the device supports bf16; float32 elsewhere),
+  the device supports bf16; float32 elsewhere), and
+- ``compiled``: ``fast`` plus ``compile: on`` (``torch.compile`` of every network's forward,
+  :mod:`semiseg3d.compiled`); its first ``max(--warmup, 2)`` iterations, which compile, are
+  dropped, and the seconds they took are printed beside the row (``--paths`` picks paths),
 
 at the LA-lite patch (64 x 64 x 32 on the halved volumes) and at the paper's 112 x 112 x 80
 (full-resolution volumes), on the first 16 cases of ``train.list`` (8 labeled + 8
 unlabeled, held in memory in both paths: ``cache_volumes: auto``). The first ``--warmup``
-iterations of each run are dropped. With ``--rounds R`` the two paths alternate R times and
+iterations of each run are dropped. With ``--rounds R`` the paths alternate R times and
 each row is the median of its R runs (the speed of a shared VM drifts over minutes).
 
 Inference: the trained run ``--run`` (any finished dual run folder, e.g. one of
@@ -90,7 +93,10 @@ METHODS = {
 PATHS = {
     "fp32": {"amp": "none", "channels_last": False},
     "fast": {"amp": "auto", "channels_last": "auto"},
+    "compiled": {"amp": "auto", "channels_last": "auto", "compile": True},
 }
+#: warm-up iterations of the compiled path at least (the first compiles every graph)
+COMPILED_WARMUP = 2
 
 #: rows measured once and recorded, not measured by this script (see the module docstring)
 RECORDED: tuple[dict[str, Any], ...] = (
@@ -132,7 +138,7 @@ def train_seconds(
         "labeled": 8,
         "patch": list(patch),
         "downsample": downsample,
-        "iterations": n + warmup,
+        "iterations": n + max(warmup, COMPILED_WARMUP),
         "checkpoint_every": 10_000,
         "num_workers": 0,
         "seed": 1337,
@@ -141,13 +147,21 @@ def train_seconds(
     }
     cfg = config_from_mapping(mapping, f"bench/speed.py ({method}, {path})")
     try:
-        result = train(cfg, tmp / "run", stop_after=n + warmup, progress=False)
+        skip = max(warmup, COMPILED_WARMUP) if path == "compiled" else warmup
+        result = train(cfg, tmp / "run", stop_after=n + skip, progress=False)
         import yaml
 
         runtime = yaml.safe_load((tmp / "run" / "config.yaml").read_text())["runtime"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    times = result.iteration_seconds[warmup:]
+    skip = max(warmup, COMPILED_WARMUP) if path == "compiled" else warmup
+    times = result.iteration_seconds[skip:]
+    if path == "compiled":
+        print(
+            f"  compiled {method}: the first {skip} iterations took "
+            f"{sum(result.iteration_seconds[:skip]):.1f} s (compiling)",
+            flush=True,
+        )
     return float(np.mean(times)), runtime["precision"]
 
 
@@ -355,11 +369,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=5, help="timed iterations (LA-lite patch)")
     p.add_argument("--paper-iterations", type=int, default=2, help="timed iterations (112x112x80)")
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument(
-        "--rounds", type=int, default=1, help="alternate fp32 / fast this often (medians)"
-    )
+    p.add_argument("--rounds", type=int, default=1, help="alternate the paths this often (medians)")
     p.add_argument("--patches", nargs="+", default=["lite", "paper"], choices=list(PATCHES))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument(
+        "--paths",
+        nargs="+",
+        default=list(PATHS),
+        choices=list(PATHS),
+        help="training paths to time (the first is the ratios' reference)",
+    )
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--skip-training", action="store_true")
     p.add_argument(
@@ -394,9 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         patch, downsample = patches[key]
         n = args.paper_iterations if key == "paper" else args.iterations
         for method in args.methods:
-            # the two paths alternate for --rounds rounds; each path's row is the median
+            # the paths alternate for --rounds rounds; each path's row is the median
             # of its rounds (this VM's speed drifts by 10-30 % over minutes)
-            runs: dict[str, list[float]] = {"fp32": [], "fast": []}
+            runs: dict[str, list[float]] = {path: [] for path in args.paths}
             precisions: dict[str, str] = {}
             for _ in range(args.rounds):
                 for path in runs:
@@ -411,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
                 row = {
                     "what": f"train iteration {method}{suffix}",
                     "patch": "x".join(map(str, patch)),
-                    "precision": precision if path == "fast" else "fp32 eager",
+                    "precision": {"fp32": "fp32 eager", "fast": precision}.get(
+                        path, f"{precision} compiled"
+                    ),
                     "seconds": seconds,
                     "ratio": ref / seconds,
                 }

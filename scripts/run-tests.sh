@@ -6,12 +6,18 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 
-# Debian packages: a one-node SLURM cluster for the executor test (skipped when not root).
+# Debian packages: a one-node SLURM cluster for the executor test, and a C++ compiler for
+# torch.compile's CPU backend (tests/test_compile.py; skipped when not root).
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  pkgs=()
   if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+    pkgs+=(slurmctld slurmd slurm-client munge slurm-wlm-basic-plugins)
+  fi
+  command -v c++ >/dev/null || pkgs+=(g++)
+  if [ "${#pkgs[@]}" -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      slurmctld slurmd slurm-client munge slurm-wlm-basic-plugins >/dev/null
+      "${pkgs[@]}" >/dev/null
   fi
 fi
 

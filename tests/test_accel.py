@@ -250,6 +250,7 @@ def test_bf16_training_run_on_cpu(tmp_path: Path) -> None:
         "device": "cpu",
         "precision": "bf16",
         "channels_last": True,
+        "compile": False,
         "cache_volumes": True,
     }
     assert saved["amp"] == "bf16" and saved["channels_last"] == "auto"

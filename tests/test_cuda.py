@@ -174,6 +174,34 @@ def test_every_method_trains_stops_and_resumes(
         assert moved, f"{name}: no weight changed in the iterations after the first"
 
 
+@pytest.mark.skipif(not ON_GPU, reason="compile on a CPU: tests/test_compile.py")
+@pytest.mark.parametrize("name", ["paper", "suponly"])
+def test_compiled_run_trains_stops_and_resumes_on_the_gpu(
+    data: Path, tmp_path: Path, name: str
+) -> None:
+    """``compile: on`` (inductor + Triton): the dual network and SupOnly train, resume and
+    report the compile time; resumed weights equal to the uninterrupted run's within what
+    a second uninterrupted run gives (cuDNN / Triton autotuning is not bit-reproducible)."""
+    cfg = config(data, amp="bf16", compile=True, iterations=4, checkpoint_every=2, **METHODS[name])
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    again = train(cfg, tmp_path / "again", progress=False)
+    part = train(cfg, tmp_path / "resumed", stop_after=2, progress=False)
+    rest = train(cfg, tmp_path / "resumed", progress=False)
+    assert straight.finished and again.finished and rest.finished and part.iteration == 2
+    log = (tmp_path / "straight" / "train.log").read_text()
+    assert "compile on (config 'on')" in log and "s compiling of the" in log
+    runtime = yaml.safe_load((tmp_path / "straight" / "config.yaml").read_text())["runtime"]
+    assert runtime["compile"] is True
+    a = _models(tmp_path / "straight" / "model_final.pt", parameters_only=True)
+    b = _models(tmp_path / "again" / "model_final.pt", parameters_only=True)
+    r = _models(tmp_path / "resumed" / "model_final.pt", parameters_only=True)
+    assert all(torch.isfinite(t).all() for t in r.values())
+    noise = max(float((a[k] - b[k]).abs().max()) for k in a)
+    diff = max(float((a[k] - r[k]).abs().max()) for k in a)
+    print(f"compiled {name}: max |straight - again| {noise:.3g}, |straight - resumed| {diff:.3g}")
+    assert diff <= max(10 * noise, 1e-3), (diff, noise)
+
+
 def _train_cli(cfg_file: Path, out: Path, stop_after: int | None) -> None:
     import semiseg3d
 

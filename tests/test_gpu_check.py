@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 
-#: stage -> the status a dry run must end with (speed_compiled waits for issue 20 item 1;
-#: wheels runs only where bench/gpu_wheels.sh filled .whl/)
+#: stage -> the status a dry run must end with (wheels runs only where bench/gpu_wheels.sh
+#: filled .whl/)
 EXPECTED = {
     "env": "ok",
     "data": "ok",
     "cuda": "ok",
     "speed": "ok",
-    "speed_compiled": "skipped",
     "lite_suponly": "ok",
     "lite_code_faithful": "ok",
     "lite_paper": "ok",
+    "speed_compiled": "ok",
     "full": "ok",
 }
 
@@ -79,6 +79,8 @@ def test_cpu_dry_run_runs_every_stage(root: Path, tmp_path: Path) -> None:
         "train iteration suponly (synthetic 32x32x24)",
         "train iteration paper (synthetic 32x32x24)",
     }
+    compiled = [r for r in live if r["precision"].endswith(" compiled")]
+    assert [r["what"] for r in compiled] == ["train iteration suponly (synthetic 32x32x24)"]
     assert all(float(r["seconds"]) > 0 for r in live)
     recorded = [r for r in speed if "recorded" in r["what"]]
     assert len(recorded) == 1 and recorded[0]["seconds"] == "2.990"

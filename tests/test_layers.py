@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "paths", "cliargs"),
     ("io",),
     ("config",),
-    ("accel", "bf16check"),
+    ("accel", "bf16check", "compiled"),
     ("data",),
     ("models",),
     ("losses",),

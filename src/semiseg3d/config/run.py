@@ -57,13 +57,14 @@ _CHOICES: dict[str, tuple[Any, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "amp": AMP_CHOICES,
     "channels_last": (True, False, "auto"),
+    "compile": (True, False, "auto"),
     "cache_volumes": (True, False, "auto"),
     "eval_subnet": ("both", "a", "b"),
     "efs_entropy_input": ("logits", "probs"),
 }
 
 #: keys that take true, false or "auto"
-_TRISTATE = ("channels_last", "cache_volumes")
+_TRISTATE = ("channels_last", "cache_volumes", "compile")
 
 #: key -> (low, high, low inclusive, high inclusive); every numeric key is here, or checked
 #: in :func:`_validate` (labeled, patch, stride, lr_steps) or listed in _CHOICES
@@ -170,6 +171,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "none"  #: auto | none (float32) | bf16 | fp16 (see semiseg3d.accel)
     channels_last: bool | str = False  #: true | false | auto (see semiseg3d.accel)
+    compile: bool | str = False  #: on (true) | off (false) | auto (see semiseg3d.compiled)
     cache_volumes: bool | str = "auto"  #: keep training volumes in memory (auto: if <= 4 GiB)
     checkpoint_every: int = 500
     keep_checkpoint: bool = False  #: keep checkpoint.pt after the run finishes
@@ -198,6 +200,8 @@ _FIELD_DEFAULTS: dict[str, Any] = {
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
     where = source if source == f"--set {name}" else f"{source}: key '{name}'"
     if name in _TRISTATE:
+        if name == "compile" and value in ("on", "off"):  # YAML reads unquoted on/off as bools
+            value = value == "on"
         if (
             value not in (True, False, "auto")
             or isinstance(value, int | float)

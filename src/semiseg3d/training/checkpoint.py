@@ -45,8 +45,9 @@ FORMAT_VERSION = 1
 
 #: config keys that may change between a run and its resumption: they do not change what
 #: the run computes (the data order and crops come from the sampler, not from the workers;
-#: whether checkpoint.pt is kept at the end is housekeeping)
-RESUME_IGNORED_KEYS = frozenset({"num_workers", "keep_checkpoint"})
+#: whether checkpoint.pt is kept at the end is housekeeping; compile changes only the
+#: floating-point order of fused kernels, and the state dicts are the eager modules')
+RESUME_IGNORED_KEYS = frozenset({"num_workers", "keep_checkpoint", "compile"})
 
 _CHECKPOINT_KEYS = (
     "format",

@@ -2,7 +2,8 @@
 
 - :class:`Precision`: ``cfg.device``, ``cfg.amp`` and ``cfg.channels_last`` resolved by
   :func:`semiseg3d.accel.resolve_runtime` (bf16 autocast on CUDA and on CPUs with
-  AVX-512 BF16 / AMX under ``auto``), plus the ``GradScaler`` (fp16 only).
+  AVX-512 BF16 / AMX under ``auto``), ``cfg.compile`` by
+  :func:`semiseg3d.compiled.resolve_compile`, plus the ``GradScaler`` (fp16 only).
 - :class:`RunFeedback`: the plain log ``DIR/train.log``, a tqdm progress bar on stderr
   (it/s and ETA; off when stderr is not a terminal, then a log line every
   ``log_every`` iterations instead), and per-iteration values through dvclive in
@@ -26,6 +27,7 @@ import torch
 
 from semiseg3d.accel import Acceleration, resolve_runtime
 from semiseg3d.bf16check import Bf16Probe
+from semiseg3d.compiled import CompileChoice, resolve_compile
 from semiseg3d.config.run import TrainConfig
 from semiseg3d.io.atomic import write_text_atomic
 from semiseg3d.methods import get_method
@@ -64,23 +66,34 @@ class Precision:
             or None for float32, channels-last 3D or not).
         scaler: a ``torch.amp.GradScaler`` (enabled for fp16 only; a disabled scaler is a
             no-op that still has a state dict).
+        compile: the resolved ``compile`` key (:mod:`semiseg3d.compiled`).
     """
 
     accel: Acceleration
     scaler: torch.amp.GradScaler
+    compile: CompileChoice = CompileChoice(False, "off")
 
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> Precision:
         """``cfg.device``, ``cfg.amp`` and ``cfg.channels_last`` resolved (CPU and CUDA alike).
 
         Raises:
-            InputError: ``device: cuda`` without CUDA, ``amp: fp16`` on a CPU, or
+            InputError: ``device: cuda`` without CUDA, ``amp: fp16`` on a CPU,
                 ``amp: bf16`` on a CPU whose bf16 self-check fails for the run's networks
-                and batch.
+                and batch, or ``compile: on`` where inductor cannot run.
         """
         accel = resolve_runtime(cfg.device, cfg.amp, cfg.channels_last, training_probe(cfg))
         scaler = torch.amp.GradScaler(accel.device.type, enabled=accel.dtype == torch.float16)
-        return cls(accel=accel, scaler=scaler)
+        return cls(accel=accel, scaler=scaler, compile=resolve_compile(cfg.compile, accel.device))
+
+    def describe(self) -> dict[str, Any]:
+        """Plain values for logs and ``config.yaml``: device, precision, channels_last,
+        compile (and the notes of ``auto`` choices)."""
+        out = self.accel.describe()
+        out["compile"] = self.compile.enabled
+        if self.compile.note:
+            out["compile_note"] = self.compile.note
+        return out
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Autocast context for the forward pass (a no-op in fp32)."""

@@ -58,6 +58,7 @@ import torch
 import yaml
 from torch import nn
 
+from semiseg3d.compiled import Compiler, compile_seconds
 from semiseg3d.config.registry import resolve_recipe
 from semiseg3d.config.run import RUNTIME_KEY, TrainConfig
 from semiseg3d.data.dataset import VolumeDataset, make_loader
@@ -203,6 +204,7 @@ class _Run:
         self.out_dir = out_dir
         self.precision = precision
         self.device = precision.accel.device
+        self.compiler = Compiler(precision.compile.enabled)
         seed_everything(cfg.seed)
         self.method = get_method(cfg)
         self.total = self.method.total_steps()
@@ -253,7 +255,7 @@ class _Run:
 
     def runtime_record(self) -> dict[str, Any]:
         """What this session resolved: device, precision, channels_last, volume cache."""
-        return {**self.precision.accel.describe(), "cache_volumes": self.dataset.cache}
+        return {**self.precision.describe(), "cache_volumes": self.dataset.cache}
 
     # -- state ----------------------------------------------------------------------------
     def restore(self, loader_gen: torch.Generator) -> None:
@@ -312,10 +314,11 @@ class _Run:
     def forward(self, net: nn.Module, x: torch.Tensor, *, perturb: bool = False) -> Any:
         """``net(x)`` under the run's autocast and memory format, tensor outputs in float32
         (a tuple or list of tensors keeps its kind). ``perturb``: apply the configured
-        input perturbation first (the dual method's and SupOnly's input path)."""
+        input perturbation first (the dual method's and SupOnly's input path). With
+        ``compile`` on, ``net``'s compiled wrapper runs (same parameters)."""
         x = self._input(x) if perturb else self.precision.accel.prepare(x)
         with self.precision.autocast():
-            out = net(x)
+            out = self.compiler(net)(x)
         if isinstance(out, torch.Tensor):
             return out.float()
         return type(out)(o.float() for o in out)
@@ -367,6 +370,15 @@ class _Run:
             f"non-finite loss term '{name}' = {values.get(name)} at iteration {t} "
             f"(mode {self.cfg.mode}); stopped without updating the weights; {kept}"
         )
+
+
+def _compile_line(before: float | None, span: str, seconds: float) -> str:
+    """The ``train.log`` line on the time ``torch.compile`` took in ``span`` (which took
+    ``seconds`` in all)."""
+    now = compile_seconds()
+    if before is None or now is None:
+        return f"compile: {span} took {seconds:.1f} s (this PyTorch reports no compile time)"
+    return f"compile: {now - before:.1f} s compiling of the {seconds:.1f} s of {span}"
 
 
 def _drop_checkpoint(cfg: TrainConfig, out: Path) -> None:
@@ -477,6 +489,12 @@ def _train_session(
             f"{'on' if accel.channels_last else 'off'} (config '{cfg.channels_last}') on {accel.device}"
             + (f"; {accel.note}" if accel.note else "")
         )
+        choice = run.precision.compile
+        fb.info(
+            f"compile {'on' if choice.enabled else 'off'} (config '{choice.setting}')"
+            + (f"; {choice.note}" if choice.note else "")
+        )
+        compile_before = compile_seconds() if choice.enabled else None
         verb = f"resuming at iteration {run.start}" if run.start else "starting"
         fb.info(
             f"{verb}: method {cfg.method}, mode {cfg.mode}, {run.n_labeled} labeled + "
@@ -501,6 +519,8 @@ def _train_session(
             fb.iteration(t - 1, last)
             now = time.monotonic()
             result.iteration_seconds.append(now - tick)
+            if choice.enabled and t == run.start + 1:
+                fb.info(_compile_line(compile_before, "the first iteration", now - tick))
             tick = now
             last_step = t == run.total
             if (t % cfg.checkpoint_every == 0 and not last_step) or (
@@ -508,6 +528,8 @@ def _train_session(
             ):
                 run.save(t, loader_state, last)
         result.seconds = fb.elapsed
+        if choice.enabled and t > run.start:
+            fb.info(_compile_line(compile_before, "this session", result.seconds))
         if t < run.total:
             fb.info(f"stopped after iteration {t} of {run.total} (testing hook)")
             return result
