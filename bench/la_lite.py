@@ -18,6 +18,7 @@ Two splits:
 Methods (``--methods``; each a row of the CSV, with its seed):
 
 - ``suponly``: the V-Net on the labeled cases alone (batches of 2 labeled);
+- ``suponly_compiled``: the same with ``compile: on`` (the compiled step's equality check);
 - ``code_faithful``: the released objective (spec 2);
 - ``paper``: the method as this project's ``paper`` mode defines it (the defaults of
   :class:`~semiseg3d.config.run.TrainConfig`);
@@ -120,6 +121,7 @@ CASE_COLUMNS = (
 #: named methods: config keys on top of the common protocol
 PRESETS: dict[str, dict[str, Any]] = {
     "suponly": {"method": "suponly"},
+    "suponly_compiled": {"method": "suponly", "compile": True},
     "code_faithful": {"method": "dual", "mode": "code_faithful"},
     "paper": {"method": "dual", "mode": "paper"},
     "paper_literal": {
@@ -180,7 +182,7 @@ def bench_config(method: str, args: argparse.Namespace, iterations: int) -> Trai
         **scaled_schedule(iterations),
     }
     mapping.update(PRESETS.get(method) or _baseline_preset(method) or PRESETS["paper"])
-    if method not in ("suponly", "code_faithful"):
+    if method not in ("suponly", "suponly_compiled", "code_faithful"):
         mapping.update(parse_overrides(args.overrides))
     return config_from_mapping(mapping, f"bench/la_lite.py ({method})")
 
