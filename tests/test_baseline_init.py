@@ -1,5 +1,6 @@
-"""MC-Net(+) and BCP keep their originals' initialisation (PyTorch's defaults), the dual
-network keeps spec 1.4's Kaiming-normal (issue 18). Expected statistics are computed here
+"""Every method's networks start as its original's do (issue 18): PyTorch's defaults for
+MC-Net(+), BCP, UA-MT, DTC, SASSNet, SS-Net, CPCL, AC-MT and ML-RPL; spec 1.4's
+Kaiming-normal for the dual network, SupOnly, MCF, URPC and LUSEG. Expected statistics are computed here
 from each weight's shape, independently of ``init_weights``."""
 
 from __future__ import annotations
@@ -44,19 +45,34 @@ def _assert_torch_default(net: nn.Module) -> None:
         assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
 
 
-@pytest.mark.parametrize("method", ["mcnet", "mcnet_plus", "bcp"])
-def test_mcnet_and_bcp_keep_pytorch_default_init(method: str) -> None:
+#: methods whose original keeps PyTorch's default initialisation
+TORCH_INIT = (
+    "mcnet",
+    "mcnet_plus",
+    "bcp",
+    "uamt",
+    "dtc",
+    "sassnet",
+    "ssnet",
+    "cpcl",
+    "acmt",
+    "mlrpl",
+)
+#: methods whose original (or spec 1.4) initialises Kaiming-normal
+KAIMING_INIT = ("suponly", "mcf", "urpc", "luseg")
+
+
+@pytest.mark.parametrize("method", TORCH_INIT)
+def test_originals_with_pytorch_default_init_keep_it(method: str) -> None:
     torch.manual_seed(0)
-    rule = get_method(TrainConfig(method=method))
-    _, nets = rule.build()
-    for net in [*nets.values(), *rule.build_teachers().values()]:
+    _, nets, teachers = get_method(TrainConfig(method=method)).networks()
+    for net in [*nets.values(), *teachers.values()]:
         _assert_torch_default(net)
 
 
-def test_dual_network_keeps_kaiming_normal() -> None:
-    # spec 1.4: conv weights N(0, 2 / fan_in); the uniform bound 1/sqrt(fan_in) is exceeded
-    torch.manual_seed(0)
-    net = DualNet()
+def _assert_kaiming(net: nn.Module) -> int:
+    """Large conv weights have SD sqrt(2 / fan_in) within 3 % and exceed the uniform bound
+    1/sqrt(fan_in) somewhere; returns how many convs were checked."""
     checked = 0
     for conv in _convs(net):
         w = conv.weight.detach().double()
@@ -66,7 +82,26 @@ def test_dual_network_keeps_kaiming_normal() -> None:
         assert float(w.std()) == pytest.approx(math.sqrt(2.0 / fan_in), rel=0.03), conv
         assert float(w.abs().max()) > 1.0 / math.sqrt(fan_in)
         checked += 1
-    assert checked > 10
+    return checked
+
+
+@pytest.mark.parametrize("method", KAIMING_INIT)
+def test_kaiming_methods_keep_kaiming_normal(method: str) -> None:
+    torch.manual_seed(0)
+    _, nets, teachers = get_method(TrainConfig(method=method)).networks()
+    assert sum(_assert_kaiming(net) for net in [*nets.values(), *teachers.values()]) > 10
+
+
+def test_dual_network_keeps_kaiming_normal() -> None:
+    # spec 1.4: conv weights N(0, 2 / fan_in); the uniform bound 1/sqrt(fan_in) is exceeded
+    torch.manual_seed(0)
+    assert _assert_kaiming(DualNet()) > 10
+
+
+def test_every_registered_method_is_classified() -> None:
+    from semiseg3d.config.registry import METHODS
+
+    assert set(METHODS) == {"dual", *TORCH_INIT, *KAIMING_INIT}
 
 
 def test_init_weights_schemes() -> None:

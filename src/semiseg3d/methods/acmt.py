@@ -306,6 +306,8 @@ class ACMT(Method):
     """AC-MT: student ``vnet`` (trained) and teacher ``teacher`` (EMA only, train mode), both
     :class:`~semiseg3d.models.cpcl.FeatureVNet` (x8; used by P-Err's prototypes)."""
 
+    reinit = "torch"  # the original keeps PyTorch's default initialisation
+
     default_lcc = DEFAULT_LCC
 
     def __init__(self, cfg: Any) -> None:

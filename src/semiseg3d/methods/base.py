@@ -96,6 +96,13 @@ class Method:
     #: the default :meth:`build` under the name :attr:`network_name` ("" : the method builds)
     network: str = ""
     network_name: str = "vnet"
+    #: ``"torch"``: the networks of :meth:`networks` are re-initialised with PyTorch's
+    #: defaults after construction, as the originals of UA-MT, DTC, SASSNet, SS-Net, CPCL,
+    #: AC-MT and ML-RPL keep them (their Kaiming init is commented out or absent; issue 18
+    #: found that the initialisation decides MC-Net's and BCP's LA-lite score);
+    #: None keeps what the constructors did: spec 1.4's Kaiming-normal, or the ``init=``
+    #: a method passes itself (MC-Net(+) and BCP, :func:`semiseg3d.models.blocks.init_weights`)
+    reinit: str | None = None
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -115,6 +122,19 @@ class Method:
     def build_teachers(self) -> dict[str, nn.Module]:
         """EMA teachers by name (none by default); built after :meth:`build`."""
         return {}
+
+    def networks(self) -> tuple[nn.Module, dict[str, nn.Module], dict[str, nn.Module]]:
+        """What a fresh run trains: :meth:`build`, then :meth:`build_teachers`, each
+        network then re-initialised as :attr:`reinit` says (in that order, so the random
+        draws are a function of the seed alone)."""
+        model, nets = self.build()
+        teachers = self.build_teachers()
+        if self.reinit is not None:
+            from semiseg3d.models.blocks import init_weights
+
+            for net in [*nets.values(), *teachers.values()]:
+                init_weights(net, self.reinit)
+        return model, nets, teachers
 
     def attach(self, nets: dict[str, nn.Module], teachers: dict[str, nn.Module]) -> None:
         """Remember the (device-placed) networks the steps work on."""

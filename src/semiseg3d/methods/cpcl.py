@@ -206,6 +206,8 @@ class CPCL(Method):
     """CPCL: student ``vnet`` (trained) and teacher ``teacher`` (EMA only, train mode), both
     :class:`~semiseg3d.models.cpcl.FeatureVNet`."""
 
+    reinit = "torch"  # the original keeps PyTorch's default initialisation
+
     default_lcc = DEFAULT_LCC
 
     def __init__(self, cfg: Any) -> None:

@@ -114,6 +114,8 @@ def dtc_losses(
 class DTC(Method):
     """DTC: one :class:`~semiseg3d.models.baselines.VNetSDF` named ``vnet``."""
 
+    reinit = "torch"  # the original keeps PyTorch's default initialisation
+
     network = "semiseg3d.models.baselines:VNetSDF"
 
     default_lcc = True

@@ -220,6 +220,8 @@ def mlrpl_losses(
 class MLRPL(VNetPartMethod):
     """ML-RPL: one :class:`~semiseg3d.models.mlrpl.MLRPLNet` named ``mlrpl``."""
 
+    reinit = "torch"  # the original keeps PyTorch's default initialisation
+
     default_lcc = DEFAULT_LCC
 
     def __init__(self, cfg: Any) -> None:

@@ -170,6 +170,8 @@ class SASSNetMethod(Method):
     state through checkpoints.
     """
 
+    reinit = "torch"  # the original keeps PyTorch's default initialisation
+
     default_lcc = DEFAULT_LCC
 
     def __init__(self, cfg: Any) -> None:

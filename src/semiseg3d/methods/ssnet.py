@@ -311,6 +311,8 @@ class SSNetMethod(VNetPartMethod):
     :meth:`state_dict` and restores it with :meth:`load_state_dict`.
     """
 
+    reinit = "torch"  # the original keeps PyTorch's default initialisation
+
     network = "semiseg3d.models.ssnet:SSNet"
 
     default_lcc = DEFAULT_LCC

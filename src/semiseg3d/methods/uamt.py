@@ -97,6 +97,8 @@ def masked_mse(probs_s: Tensor, probs_t: Tensor, u: Tensor, threshold: float) ->
 class UAMT(Method):
     """UA-MT: student ``vnet`` (trained), teacher ``teacher`` (EMA only, train mode)."""
 
+    reinit = "torch"  # the original keeps PyTorch's default initialisation
+
     def build(self) -> tuple[nn.Module, dict[str, nn.Module]]:
         from semiseg3d.models import VNet
 

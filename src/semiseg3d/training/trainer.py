@@ -162,8 +162,7 @@ def _build_networks(
     """The model, its trained subnets by name (dual: ``resnet`` = A, ``vnet`` = B) and the
     method's EMA teachers, freshly seeded."""
     torch.manual_seed(derive_seed(method.cfg.seed, "model"))
-    model, nets = method.build()
-    return model, nets, method.build_teachers()
+    return method.networks()
 
 
 def _stop_after(stop_after: int | None) -> int | None:
