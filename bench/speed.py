@@ -117,9 +117,17 @@ RECORDED: tuple[dict[str, Any], ...] = (
 
 
 def machine() -> str:
+    """The GPU's name, or the CPU's model and thread count (rows of different CPUs must not
+    replace each other: the rows of 2026-12-01 labelled ``cpu x86_64 2 threads`` are the
+    Intel AMX VM of bench/README.md)."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"cpu {platform.machine()} {torch.get_num_threads()} threads"
+    from semiseg3d.bf16check import cpu_info
+
+    model = cpu_info()[0]
+    if model == "unknown cpu":
+        model = platform.machine()
+    return f"cpu {model} {torch.get_num_threads()} threads"
 
 
 # -- training -------------------------------------------------------------------------------

@@ -11,10 +11,11 @@ are accepted) is resolved once per training session by :func:`resolve_compile`:
   state dicts are the eager modules' own, so checkpoints, ``model_final.pt`` and a resume
   do not depend on the setting. Refused with one line where inductor cannot run: no C++
   compiler on a CPU, no Triton on a CUDA device.
-- ``auto``: on for CUDA where Triton is installed; off on a CPU. On the 2-core CPUs this
-  project was measured on, the compiled step was not faster than the eager bf16 step
-  (``reports/bench/speed.csv``, ``bench/README.md``): oneDNN already runs the 3-D
-  convolutions, which are most of the step, and compiling costs about a minute per graph.
+- ``auto``: on for CUDA where Triton is installed; off on a CPU. On the 2-core AMD EPYC
+  this project measured (``bench/README.md``), the compiled bf16 step was no faster than
+  the eager one (paper mode 1.56 against 1.47 s per iteration at the LA-lite patch, SupOnly
+  0.33 against 0.29 s) after 30-80 s of compiling: oneDNN runs the 3-D convolutions, which
+  are most of the step, the same way in both.
 
 Random numbers inside a compiled graph (dropout) are drawn by the eager generator
 (``torch._inductor.config.fallback_random``), so a compiled run consumes the same random
