@@ -23,8 +23,12 @@ from behaviour import RUNS, compare, make_data, run_one
 FIXTURE = Path(__file__).parent / "data" / "behaviour_a3e8dfd.json"
 #: deliberate changes since a3e8dfd, each re-recorded for the methods it changed (a later
 #: file overrides an earlier one): issue 18 gave MC-Net, MC-Net+ and BCP their originals'
-#: PyTorch-default initialisation and BCP forwards on two crops (docs/baselines.md)
-CHANGES = (Path(__file__).parent / "data" / "behaviour_init_fix.json",)
+#: PyTorch-default initialisation and BCP forwards on two crops (docs/baselines.md), then
+#: UA-MT and DTC theirs (``Method.reinit``)
+CHANGES = (
+    Path(__file__).parent / "data" / "behaviour_init_fix.json",
+    Path(__file__).parent / "data" / "behaviour_reinit.json",
+)
 
 
 @pytest.fixture(scope="module")
