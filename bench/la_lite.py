@@ -19,6 +19,8 @@ Methods (``--methods``; each a row of the CSV, with its seed):
 
 - ``suponly``: the V-Net on the labeled cases alone (batches of 2 labeled);
 - ``suponly_compiled``: the same with ``compile: on`` (the compiled step's equality check);
+- ``suponly_torch_init``: SupOnly from PyTorch's default initialisation (``init: torch``), the
+  control for the baselines that start from it;
 - ``code_faithful``: the released objective (spec 2);
 - ``paper``: the method as this project's ``paper`` mode defines it (the defaults of
   :class:`~semiseg3d.config.run.TrainConfig`);
@@ -122,6 +124,7 @@ CASE_COLUMNS = (
 PRESETS: dict[str, dict[str, Any]] = {
     "suponly": {"method": "suponly"},
     "suponly_compiled": {"method": "suponly", "compile": True},
+    "suponly_torch_init": {"method": "suponly", "init": "torch"},
     "code_faithful": {"method": "dual", "mode": "code_faithful"},
     "paper": {"method": "dual", "mode": "paper"},
     "paper_literal": {
@@ -182,7 +185,7 @@ def bench_config(method: str, args: argparse.Namespace, iterations: int) -> Trai
         **scaled_schedule(iterations),
     }
     mapping.update(PRESETS.get(method) or _baseline_preset(method) or PRESETS["paper"])
-    if method not in ("suponly", "suponly_compiled", "code_faithful"):
+    if method not in ("suponly", "suponly_compiled", "suponly_torch_init", "code_faithful"):
         mapping.update(parse_overrides(args.overrides))
     return config_from_mapping(mapping, f"bench/la_lite.py ({method})")
 

@@ -115,3 +115,20 @@ def test_init_weights_schemes() -> None:
     _assert_torch_default(net)
     with pytest.raises(ValueError, match="init scheme"):
         init_weights(net, "xavier")
+
+
+def test_config_init_forces_one_scheme_for_any_method() -> None:
+    # an ablation key: SupOnly from PyTorch's defaults, MC-Net from Kaiming-normal
+    torch.manual_seed(0)
+    _, nets, _ = get_method(TrainConfig(method="suponly", init="torch")).networks()
+    _assert_torch_default(nets["vnet"])
+    _, nets, _ = get_method(TrainConfig(method="mcnet", init="kaiming")).networks()
+    assert _assert_kaiming(nets["mcnet"]) > 10
+
+
+def test_config_refuses_an_unknown_init() -> None:
+    from semiseg3d.config.run import config_from_mapping
+    from semiseg3d.errors import InputError
+
+    with pytest.raises(InputError, match="'init'"):
+        config_from_mapping({"init": "xavier"}, "x.yaml")

@@ -44,6 +44,7 @@ AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 
 _CHOICES: dict[str, tuple[Any, ...]] = {
     "recipe": ("shared", "own"),
+    "init": ("auto", "kaiming", "torch"),
     "augment": ("none", "rotflip"),
     "mcnet_infer": ("decoder1", "mean"),
     "mode": ("paper", "code_faithful"),
@@ -123,6 +124,9 @@ class TrainConfig:
     #: the method's own settings (SS-Net, URPC, SASSNet, CPCL, AC-MT, ML-RPL, LUSEG): names,
     #: values and defaults declared by its registry entry (README: method options)
     method_options: dict[str, Any] = field(default_factory=dict)
+    #: initialisation of the trained networks and teachers: auto (the method's original:
+    #: PyTorch's defaults or Kaiming-normal, docs/baselines.md) | kaiming (spec 1.4) | torch
+    init: str = "auto"
     mode: str = "paper"  #: paper (spec 3) or code_faithful (spec 2)
     use_cr: bool = True
     use_cps: bool = True

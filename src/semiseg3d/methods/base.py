@@ -125,15 +125,17 @@ class Method:
 
     def networks(self) -> tuple[nn.Module, dict[str, nn.Module], dict[str, nn.Module]]:
         """What a fresh run trains: :meth:`build`, then :meth:`build_teachers`, each
-        network then re-initialised as :attr:`reinit` says (in that order, so the random
-        draws are a function of the seed alone)."""
+        network then re-initialised as the config's ``init`` says (``auto``: as
+        :attr:`reinit` says; ``kaiming`` / ``torch``: that scheme for every method, an
+        ablation), in that order, so the random draws are a function of the seed alone."""
         model, nets = self.build()
         teachers = self.build_teachers()
-        if self.reinit is not None:
+        scheme = self.reinit if self.cfg.init == "auto" else self.cfg.init
+        if scheme is not None:
             from semiseg3d.models.blocks import init_weights
 
             for net in [*nets.values(), *teachers.values()]:
-                init_weights(net, self.reinit)
+                init_weights(net, scheme)
         return model, nets, teachers
 
     def attach(self, nets: dict[str, nn.Module], teachers: dict[str, nn.Module]) -> None:

@@ -151,7 +151,11 @@ def check_run_config(cfg: TrainConfig, out_dir: Path, *, write: bool = True) -> 
             )
     ckpt = out_dir / CHECKPOINT_NAME
     if ckpt.is_file():
-        diff = config_differences(load_checkpoint(ckpt)["config"], new)
+        stored = load_checkpoint(ckpt)["config"]
+        # a key added to the config after the checkpoint was written has its default there
+        defaults = TrainConfig().to_dict()
+        stored = {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
+        diff = config_differences(stored, new)
         if diff:
             raise InputError(
                 f"{ckpt}: checkpoint was written with a different config (keys {diff}); "
