@@ -104,8 +104,13 @@ def test_cpu_dry_run_runs_every_stage(root: Path, tmp_path: Path) -> None:
         assert junit is not None
         suite = ET.parse(io.BytesIO(junit.read())).getroot().find("testsuite")
     assert suite is not None
-    # the CPU parts of the CUDA tests ran (the predict one skips where SimpleITK is missing)
-    assert int(suite.get("tests", "0")) == 4 and suite.get("failures") == "0"
+    # the CPU parts of the CUDA tests ran (the predict one skips where SimpleITK is missing;
+    # the compiled-run test is GPU-only and skips on the CPU)
+    cases = suite.findall("testcase")
+    skipped = [c.get("name", "") for c in cases if c.find("skipped") is not None]
+    assert len(cases) == 5 and suite.get("failures") == "0", [c.get("name") for c in cases]
     assert suite.get("errors") == "0"
+    assert "test_compiled_run_trains_stops_and_resumes_on_the_gpu[suponly]" in skipped, skipped
+    assert all(n.startswith(("test_compiled_run", "test_predict")) for n in skipped), skipped
     assert any(n.endswith("train.log") for n in names)
     assert not any(n.endswith(".pt") for n in names)
