@@ -137,6 +137,8 @@ def train_seconds(
     data: Path, method: str, path: str, patch: Sequence[int], downsample: int, n: int, warmup: int
 ) -> tuple[float, str]:
     """Mean seconds per iteration after ``warmup`` iterations, and the precision used."""
+    # the compiled path drops its compiling iterations too
+    skip = max(warmup, COMPILED_WARMUP) if path == "compiled" else warmup
     tmp = Path(tempfile.mkdtemp(prefix="speed_"))
     ids = [s for s in (data / "train.list").read_text().split() if s][:16]
     (tmp / "train.list").write_text("\n".join(ids) + "\n")  # 8 labeled + 8 unlabeled
@@ -146,7 +148,7 @@ def train_seconds(
         "labeled": 8,
         "patch": list(patch),
         "downsample": downsample,
-        "iterations": n + max(warmup, COMPILED_WARMUP),
+        "iterations": n + skip,
         "checkpoint_every": 10_000,
         "num_workers": 0,
         "seed": 1337,
@@ -155,14 +157,12 @@ def train_seconds(
     }
     cfg = config_from_mapping(mapping, f"bench/speed.py ({method}, {path})")
     try:
-        skip = max(warmup, COMPILED_WARMUP) if path == "compiled" else warmup
         result = train(cfg, tmp / "run", stop_after=n + skip, progress=False)
         import yaml
 
         runtime = yaml.safe_load((tmp / "run" / "config.yaml").read_text())["runtime"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    skip = max(warmup, COMPILED_WARMUP) if path == "compiled" else warmup
     times = result.iteration_seconds[skip:]
     if path == "compiled":
         print(

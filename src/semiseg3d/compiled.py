@@ -138,8 +138,7 @@ class Compiler:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._wrapped: dict[int, Callable[..., Any]] = {}
-        self._keep: list[nn.Module] = []  # the ids above stay valid while the run lives
+        self._wrapped: dict[nn.Module, Callable[..., Any]] = {}  # modules hash by identity
         if enabled:
             _configure()
 
@@ -147,11 +146,9 @@ class Compiler:
         """What to call for ``net(x)``: its compiled wrapper, or ``net`` itself."""
         if not self.enabled:
             return net
-        fn = self._wrapped.get(id(net))
+        fn = self._wrapped.get(net)
         if fn is None:
-            fn = torch.compile(net, dynamic=False)
-            self._wrapped[id(net)] = fn
-            self._keep.append(net)
+            fn = self._wrapped[net] = torch.compile(net, dynamic=False)
         return fn
 
 
