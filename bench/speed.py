@@ -77,9 +77,9 @@ from semiseg3d.inference.sliding_window import (
     pad_to_patch,
     predict_label,
     sliding_window_probs,
-    softmax_ensemble,
     window_grid,
 )
+from semiseg3d.methods import get_method
 from semiseg3d.paths import repo_root, shared_dir
 from semiseg3d.training.trainer import train
 
@@ -226,7 +226,10 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def inference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     cfg, nets = load_trained(args.run)
-    members = [nets["resnet"], nets["vnet"]] if cfg.method == "dual" else [nets["vnet"]]
+    # the float32 reference runs the method's own rule on the networks as trained (a
+    # preset of the dual network such as LUSEG averages both subnets, SupOnly has one)
+    method = get_method(cfg)
+    members = method.inference_nets(nets, None)
     data = Path(args.data)
     ids = [s for s in (data / "test.list").read_text().split() if s][: args.cases]
     ds = VolumeDataset(data, ids, cfg.patch, downsample=cfg.downsample, with_label=True)
@@ -237,7 +240,7 @@ def inference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     )
     print(f"inference: {len(ids)} volumes, {n_windows} windows, patch {cfg.patch}, stride {stride}")
 
-    prob_fn = softmax_ensemble(members)
+    prob_fn = method.prob_fn(members)
     accel = resolve_acceleration("auto", "auto", "cpu")
     # the fast path exactly as `semiseg3d test` prepares it (BatchNorm folded, weights in
     # bf16, channels-last); the windows then run under autocast
