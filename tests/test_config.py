@@ -47,6 +47,7 @@ def test_defaults_are_the_paper_la_settings():
         ({"patch": [112, 112, 81]}, "'patch'"),
         ({"patch": [112, 112]}, "'patch'"),
         ({"stride": [0, 1, 1]}, "'stride'"),
+        ({"patch": [32, 32, 16], "stride": [16, 33, 8]}, "'stride'"),
         ({"lr_steps": [5000, 2500]}, "'lr_steps'"),
         ({"labeled": 8, "labeled_ratio": 0.1}, "'labeled'"),
         ({"no_such_key": 1}, "no_such_key"),

@@ -584,6 +584,7 @@ def _synthetic_with_predictions(tmp_path: Path) -> tuple[Path, Path]:
             1,
             [("synth_0001", 0.8, 0.7, 1.0, 1.0), ("synth_0002", 0.6, 0.5, 2.0, 1.0)],
             patch=[16, 16, 16],
+            stride=[8, 8, 8],
             labeled=1,
         )
         (run / "predictions").mkdir()

@@ -34,7 +34,7 @@ def _params() -> dict:
         "train": {
             "defaults": {"num_workers": 0, "iterations": 7},
             "alpha": {"patch": [32, 32, 16], "alpha": 70, "lam": 0.5},
-            "beta": {"patch": [16, 16, 16], "alpha": 80, "lam": 0.6},
+            "beta": {"patch": [16, 16, 16], "stride": [8, 8, 8], "alpha": 80, "lam": 0.6},
         },
         "variants": {
             "suponly": {"method": "suponly"},

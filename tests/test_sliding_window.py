@@ -196,6 +196,20 @@ def test_wrong_prob_fn_shape_is_an_error() -> None:
     assert out.shape == (3, 8, 8, 8)
 
 
+@pytest.mark.parametrize("fn", [sliding_window_probs, sliding_window_probs_loop])
+def test_stride_longer_than_the_patch_is_an_error(fn) -> None:
+    # patch 4 with stride 5 on a 9-voxel axis: windows at 0 and 5 leave voxel 4 uncovered,
+    # whose probability would be 0 / 0
+    def half(x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 2, *x.shape[2:]), 0.5)
+
+    with pytest.raises(ValueError, match="axis 0"):
+        fn(half, np.zeros((9, 4, 4)), (4, 4, 4), (5, 4, 4))
+    # stride equal to the patch tiles the axis exactly: every voxel covered once
+    out = fn(half, np.zeros((8, 4, 4)), (4, 4, 4), (4, 4, 4))
+    assert np.isfinite(out).all() and np.allclose(out, 0.5)
+
+
 def test_predict_label() -> None:
     probs = np.array([[[[0.2, 0.8]]], [[[0.8, 0.2]]]], dtype=np.float32)  # (2, 1, 1, 2)
     label = predict_label(probs)

@@ -284,6 +284,12 @@ def _validate(cfg: TrainConfig) -> None:
             raise InputError(
                 f"config key '{name}' must be positive, got {list(getattr(cfg, name))}"
             )
+    wide = [axis for axis, (s, q) in enumerate(zip(cfg.stride, cfg.patch, strict=True)) if s > q]
+    if wide:
+        raise InputError(
+            f"config key 'stride' = {list(cfg.stride)} exceeds 'patch' = {list(cfg.patch)} on "
+            f"axis {wide[0]}: the voxels between two windows would get no prediction"
+        )
     if any(s < 1 for s in cfg.lr_steps):
         raise InputError(f"config key 'lr_steps' must be iterations >= 1, got {list(cfg.lr_steps)}")
     bad = [v for v in cfg.patch if v % 16]

@@ -50,6 +50,17 @@ def _triple(value: Sequence[int], name: str) -> tuple[int, int, int]:
     return out  # type: ignore[return-value]
 
 
+def _check_covered(patch: tuple[int, int, int], stride: tuple[int, int, int]) -> None:
+    """Refuse a stride longer than the patch: the voxels between windows would be covered
+    by none, and their probability would be 0 / 0."""
+    for axis, (p, s) in enumerate(zip(patch, stride, strict=True)):
+        if s > p:
+            raise ValueError(
+                f"stride {stride} exceeds the patch {patch} on axis {axis}: "
+                "the voxels between windows would get no prediction"
+            )
+
+
 def window_starts(size: int, patch: int, stride: int) -> list[int]:
     """Start indices of the windows along one axis.
 
@@ -177,10 +188,12 @@ def sliding_window_probs(
         (C, X, Y, Z) float32 probabilities, same spatial shape as ``image``.
 
     Raises:
-        ValueError: bad shapes or parameters, or ``prob_fn`` output of the wrong shape.
+        ValueError: bad shapes or parameters (a stride longer than the patch on any axis
+            included), or ``prob_fn`` output of the wrong shape.
     """
     patch3 = _triple(patch, "patch")
     stride3 = _triple(stride, "stride")
+    _check_covered(patch3, stride3)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     padded, pad_widths = pad_to_patch(np.asarray(image), patch3)
@@ -237,6 +250,7 @@ def sliding_window_probs_loop(
     """
     patch3 = _triple(patch, "patch")
     stride3 = _triple(stride, "stride")
+    _check_covered(patch3, stride3)
     padded, pad_widths = pad_to_patch(np.asarray(image, dtype=np.float32), patch3)
     px, py, pz = patch3
     score = np.zeros((n_classes, *padded.shape), dtype=np.float64)
