@@ -23,14 +23,12 @@ Run it alone: it trains (about 1-2 s per step on 2 CPU cores).
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import math
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import la_lite
 import yaml
@@ -132,22 +130,6 @@ def verdict(ours: float, theirs: float) -> tuple[float, str]:
     return ratio, "close" if BAND[0] <= ratio <= BAND[1] else "DIFFERS"
 
 
-def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
-    """Rows of this run replace earlier rows of the same (method, term, statistic)."""
-    keys = {(r["method"], r["term"], r["statistic"]) for r in rows}
-    kept: list[dict[str, Any]] = []
-    if path.is_file():
-        with path.open(newline="", encoding="utf-8") as f:
-            kept = [
-                r for r in csv.DictReader(f) if (r["method"], r["term"], r["statistic"]) not in keys
-            ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows([*kept, *rows])
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="+", default=None, help="default: every recorded method")
@@ -194,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ours:.4f}, theirs {ref.value:.4f}, ratio {ratio:.2f} {word}",
                 flush=True,
             )
-    write_rows(rows, Path(args.csv))
+    la_lite.write_rows(rows, Path(args.csv), COLUMNS, key=("method", "term", "statistic"))
     print(f"wrote {args.csv}")
     return 1 if differs else 0
 

@@ -354,25 +354,28 @@ def write_row(row: dict[str, Any], path: Path) -> None:
     write_rows([row], path, COLUMNS)
 
 
-def write_rows(new: list[dict[str, Any]], path: Path, columns: tuple[str, ...]) -> None:
-    """Add ``new`` (rows of one run: one method, seed and iterations) to the table at
-    ``path`` atomically, replacing the earlier rows of that run; other rows are kept."""
+def write_rows(
+    new: list[dict[str, Any]],
+    path: Path,
+    columns: tuple[str, ...],
+    key: tuple[str, ...] = ("method", "seed", "iterations"),
+) -> None:
+    """Add ``new`` to the table at ``path`` atomically, replacing the earlier rows whose
+    ``key`` columns equal those of a new row (by default the rows of the same run: method,
+    seed and iterations); other rows are kept."""
     from semiseg3d.io.atomic import atomic_path
 
     if not new:
         return
-    row = new[0]
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = (str(row["method"]), str(row["seed"]), str(row["iterations"]))
+    replaced = {tuple(str(row[k]) for k in key) for row in new}
     # two bench processes may finish together: the read-modify-write holds a lock
     with (path.parent / f".{path.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         rows: list[dict[str, Any]] = []
         if path.is_file():
             with path.open(newline="", encoding="utf-8") as f:
-                rows = [
-                    r for r in csv.DictReader(f) if (r["method"], r["seed"], r["iterations"]) != key
-                ]
+                rows = [r for r in csv.DictReader(f) if tuple(r[k] for k in key) not in replaced]
         rows.extend(new)
         with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")

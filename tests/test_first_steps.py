@@ -92,3 +92,31 @@ def test_verdict_band(fs) -> None:
     assert fs.verdict(0.354, 0.333)[1] == "close"
     assert fs.verdict(0.8, 1.0)[1] == "close" and fs.verdict(1.25, 1.0)[1] == "close"
     assert fs.verdict(0.79, 1.0)[1] == "DIFFERS" and fs.verdict(1.26, 1.0)[1] == "DIFFERS"
+
+
+def test_rows_replace_only_their_own_key(fs, tmp_path: Path) -> None:
+    # the table is keyed by (method, term, statistic): a new mcnet/mc/mean row replaces the
+    # old one; mcnet/mc/max and bcp/loss/mean stay as they were
+    la_lite = sys.modules["la_lite"]
+    path = tmp_path / "first_steps.csv"
+    key = ("method", "term", "statistic")
+
+    def row(method: str, term: str, statistic: str, ours: str) -> dict[str, str]:
+        return {"method": method, "term": term, "statistic": statistic, "ours": ours}
+
+    la_lite.write_rows(
+        [row("mcnet", "mc", "mean", "1"), row("mcnet", "mc", "max", "2")],
+        path,
+        fs.COLUMNS,
+        key=key,
+    )
+    la_lite.write_rows([row("bcp", "loss", "mean", "3")], path, fs.COLUMNS, key=key)
+    la_lite.write_rows([row("mcnet", "mc", "mean", "4")], path, fs.COLUMNS, key=key)
+    lines = path.read_text().splitlines()
+    assert lines[0].split(",") == list(fs.COLUMNS)
+    got = sorted(tuple(line.split(",")[:5]) for line in lines[1:])
+    assert got == [
+        ("bcp", "loss", "", "mean", "3"),
+        ("mcnet", "mc", "", "max", "2"),
+        ("mcnet", "mc", "", "mean", "4"),
+    ]
