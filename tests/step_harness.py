@@ -28,7 +28,11 @@ __all__ = [
 
 
 def config_for(method: str, options: Mapping[str, Any] | None = None, **keys: Any) -> TrainConfig:
-    """A validated TrainConfig of ``method`` with ``method_options`` = ``options``."""
+    """A validated TrainConfig of ``method`` with ``method_options`` = ``options``; a
+    ``patch`` given without a ``stride`` gets the patch as its (test-time) stride, which
+    training steps never use but validation requires to fit the patch."""
+    if "patch" in keys:
+        keys.setdefault("stride", keys["patch"])
     return TrainConfig(method=method, method_options=dict(options or {}), **keys)
 
 

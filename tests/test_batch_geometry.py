@@ -43,7 +43,7 @@ def test_no_training_forward_sees_one_sample(
     case: tuple[str, dict[str, Any], dict[str, Any], int],
 ) -> None:
     name, options, keys, t = case
-    cfg = config_for(name, options, patch=PATCH, stride=PATCH, iterations=20, **keys)
+    cfg = config_for(name, options, patch=PATCH, iterations=20, **keys)
     method = get_method(cfg)
     b_u = cfg.batch_unlabeled if method.uses_unlabeled else 0
     # the released dual script adds a NaN PGL value without gradient (code_faithful)
