@@ -40,9 +40,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from speed import step_macs  # bench/speed.py, beside this script
 from torch import nn
 
-from semiseg3d.models import DualNet, VNet
+from semiseg3d.models import DualNet
 from semiseg3d.models.complexity import true_macs
 
 LITE_PATCH = (64, 64, 32)
@@ -91,15 +92,6 @@ def best_rate(dtype: torch.dtype, n: int, repeats: int) -> tuple[float, dict[str
     return max(probes.values()), probes
 
 
-def step_macs(dual: bool, patch: Sequence[int]) -> float:
-    """True MACs of one training iteration: forward x 3 (forward + backward), whole batch
-    (2 + 2 through both subnets for the dual network, 2 labeled through the V-Net alone)."""
-    if dual:
-        model = DualNet()
-        return 3.0 * 4 * sum(true_macs(net, tuple(patch)) for net in (model.resnet, model.vnet))
-    return 3.0 * 2 * true_macs(VNet(), tuple(patch))
-
-
 def lite_windows(data: Path, cases: int) -> float | None:
     """Mean number of sliding windows per LA-lite test volume (the first ``cases`` of
     ``test.list``), or None when the data are not at hand."""
@@ -146,11 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dual = DualNet()
     forward = sum(true_macs(net, LITE_PATCH) for net in (dual.resnet, dual.vnet))
-    items = {
-        "paper": step_macs(True, LITE_PATCH),
-        "code_faithful": step_macs(True, LITE_PATCH),
-        "suponly": step_macs(False, LITE_PATCH),
-    }
+    items = {m: step_macs(m, LITE_PATCH) for m in ("paper", "code_faithful", "suponly")}
     windows = lite_windows(Path(args.data), args.cases)
     if windows is not None:
         items["window"] = windows * forward

@@ -147,8 +147,7 @@ def train_seconds(
         "train_list": str(tmp / "train.list"),
         "labeled": 8,
         "patch": list(patch),
-        # training only: the test-time stride is never used, it only has to fit the patch
-        "stride": [min(s, q) for s, q in zip((18, 18, 4), patch, strict=True)],
+        "stride": list(patch),  # training only: the test-time stride is never used
         "downsample": downsample,
         "iterations": n + skip,
         "checkpoint_every": 10_000,
