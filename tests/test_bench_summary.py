@@ -135,3 +135,70 @@ def test_markdown_and_cli(summary, tmp_path: Path, capsys) -> None:
     assert summary.main(["--csv", str(tmp_path / "la_lite.csv")]) == 0
     assert "paired statistics left out" in capsys.readouterr().out
     assert summary.main(["--csv", str(tmp_path / "none.csv")]) == 2
+
+
+def test_readme_table_rewrites_only_its_block(summary, tmp_path: Path, capsys) -> None:
+    runs = pd.DataFrame(
+        _run_rows("paper", [80.0, 81.0])
+        + _run_rows("uamt", [78.0, 79.0])
+        + _run_rows("paper_literal", [60.0])  # a diagnostic: not in the README's table
+    )
+    runs.to_csv(tmp_path / "la_lite.csv", index=False)
+    cases = pd.DataFrame(
+        _case_rows("paper", [1337, 2024], {"a": 80.0, "b": 82.0, "c": 78.0})
+        + _case_rows("uamt", [1337, 2024], {"a": 79.0, "b": 81.0, "c": 77.0})
+    )
+    cases.to_csv(tmp_path / "la_lite_cases.csv", index=False)
+    readme = tmp_path / "README.md"
+    before, after = "# title\n\nintro\n\n", "\nRead with care.\n"
+    readme.write_text(f"{before}{summary.README_BEGIN}\nold table\n{summary.README_END}{after}")
+    argv = ["--csv", str(tmp_path / "la_lite.csv"), "--boot", "500", "--readme", str(readme)]
+    assert summary.main(argv) == 0
+    capsys.readouterr()
+    text = readme.read_text()
+    assert text.startswith(before + summary.README_BEGIN + "\n") and text.endswith(after)
+    block = text[len(before) : -len(after)].splitlines()
+    assert block[0] == summary.README_BEGIN and block[-1] == summary.README_END
+    rows = block[3:-1]  # header and rule first
+    # Table 1's order: UA-MT before the method; paper_literal left out; uamt's per-seed
+    # Dice 78 / 79: mean 78.5, SEM 0.5; HD95 5 / 6: mean 5.5, SEM 0.5; 1 below on every
+    # case and seed: [-1, -1]; the paper's LA 10 %: UA-MT 87.10, the method 89.95
+    assert [r.split(" | ")[0] for r in rows] == ["| UA-MT", "| **the method, `paper`**"]
+    assert rows[0].startswith("| UA-MT | 1337 2024 | 78.50 +- 0.50 | 5.50 +- 0.50 | -1.00 ")
+    assert "[-1.00, -1.00] (2 seeds)" in rows[0] and rows[0].endswith("| below | 87.10 |")
+    assert rows[1].endswith("| - | - | - | 89.95 |")
+    # run again: the same file (the block is replaced, not appended)
+    assert summary.main(argv) == 0 and readme.read_text() == text
+
+
+def test_readme_without_its_markers_is_refused_and_kept(summary, tmp_path: Path, capsys) -> None:
+    pd.DataFrame(_run_rows("paper", [80.0])).to_csv(tmp_path / "la_lite.csv", index=False)
+    pd.DataFrame(_case_rows("paper", [1337], {"a": 80.0})).to_csv(
+        tmp_path / "la_lite_cases.csv", index=False
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n{summary.README_BEGIN}\n")  # no end line
+    argv = ["--csv", str(tmp_path / "la_lite.csv"), "--readme", str(readme)]
+    assert summary.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(readme) in err and "found 1 and 0" in err
+    assert readme.read_text() == f"# title\n{summary.README_BEGIN}\n"
+    readme.write_text(f"{summary.README_END}\n{summary.README_BEGIN}\n")  # out of order
+    assert summary.main(argv) == 2 and "comes before" in capsys.readouterr().err
+
+
+def test_the_readme_table_is_what_the_committed_rows_give(summary) -> None:
+    """README.md's results table equals the summary of the committed LA-lite tables, so a
+    row committed without rerunning ``la_lite_summary.py --readme README.md`` fails here."""
+    root = repo_root()
+    rows = pd.read_csv(root / "reports" / "bench" / "la_lite.csv")
+    cases = pd.read_csv(root / "reports" / "bench" / "la_lite_cases.csv")
+    table = summary.summarize(rows)
+    paired = {
+        (m, int(it)): summary.paired_stats(summary.paired_differences(cases, m, "paper", int(it)))
+        for m, it in zip(table["method"], table["iterations"], strict=True)
+        if m != "paper"
+    }
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme.split(summary.README_BEGIN + "\n", 1)[1].split(summary.README_END, 1)[0]
+    assert block == summary.readme_table(table, paired, "paper")
