@@ -27,7 +27,11 @@ Methods (``--methods``; each a row of the CSV, with its seed):
 - ``paper_literal``: the paper's text read literally (CPS target ``p_fg >= 0.6``, pseudo-label
   terms at weight 1 from the first iteration);
 - a comparison method's config name (``uamt``, ``dtc``, ``mcnet``, ...): that method under
-  the same protocol (its ``shared`` recipe unless ``--set recipe=own``);
+  the same protocol (its ``shared`` recipe);
+- that name with ``_own`` (``mcnet_own``, ``bcp_own``, ...): the original's own LA recipe
+  (steps, batch, lr schedule, rotation and flip) with its step counts scaled as the shared
+  recipe's are (``recipe_scale`` = ``--iterations`` / 6000: MC-Net's 15000 iterations run
+  1500 here); the row's ``iterations`` is the scaled count;
 - any other name with ``--set KEY=VALUE`` overrides on top of ``paper`` (diagnostics and
   ablations, e.g. ``--methods no_cps --set use_cps=false``).
 
@@ -76,6 +80,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from semiseg3d.config.registry import resolve_recipe
 from semiseg3d.config.run import TrainConfig, config_from_mapping, parse_overrides
 from semiseg3d.data.dataset import VolumeDataset
 from semiseg3d.evaluation.maskio import read_mask
@@ -184,17 +189,29 @@ def bench_config(method: str, args: argparse.Namespace, iterations: int) -> Trai
         "extra": {"variant": method, "bench": f"la_lite_{args.split}"},
         **scaled_schedule(iterations),
     }
-    mapping.update(PRESETS.get(method) or _baseline_preset(method) or PRESETS["paper"])
+    mapping.update(
+        PRESETS.get(method) or _baseline_preset(method, args.iterations) or PRESETS["paper"]
+    )
     if method not in ("suponly", "suponly_compiled", "suponly_torch_init", "code_faithful"):
         mapping.update(parse_overrides(args.overrides))
     return config_from_mapping(mapping, f"bench/la_lite.py ({method})")
 
 
-def _baseline_preset(method: str) -> dict[str, Any] | None:
-    """``{"method": name}`` when ``method`` names a registered comparison method."""
+#: the paper's iteration count, which ``--iterations`` scales (the shared recipe's 6000)
+PAPER_ITERATIONS = 6000
+
+
+def _baseline_preset(method: str, iterations: int) -> dict[str, Any] | None:
+    """``{"method": name}`` when ``method`` names a registered comparison method; for
+    ``<name>_own`` its own recipe at the scale ``iterations`` / 6000 of the shared one."""
     from semiseg3d.config.registry import baseline_names
 
-    return {"method": method} if method in baseline_names() else None
+    if method in baseline_names():
+        return {"method": method}
+    stem = method.removesuffix("_own")
+    if stem != method and stem in baseline_names():
+        return {"method": stem, "recipe": "own", "recipe_scale": iterations / PAPER_ITERATIONS}
+    return None
 
 
 def machine() -> str:
@@ -272,7 +289,11 @@ def foreground_voxels(run: Path, cfg: TrainConfig) -> dict[str, tuple[int, int]]
 
 
 def case_rows(
-    method: str, args: argparse.Namespace, table: Any, voxels: dict[str, tuple[int, int]]
+    method: str,
+    args: argparse.Namespace,
+    iterations: int,
+    table: Any,
+    voxels: dict[str, tuple[int, int]],
 ) -> list[dict[str, Any]]:
     """The per-case rows of one run (Dice and Jaccard in %, distances in voxels)."""
     rows = []
@@ -285,7 +306,7 @@ def case_rows(
                 "method": method,
                 "seed": args.seed,
                 "split": args.split,
-                "iterations": args.iterations,
+                "iterations": iterations,
                 "case": r.case,
                 "dice": round(100 * float(r.dice), 4),
                 "jaccard": round(100 * float(r.jaccard), 4),
@@ -301,8 +322,9 @@ def case_rows(
 
 def run_method(method: str, args: argparse.Namespace) -> tuple[dict[str, Any], list[dict]]:
     """Train and score one method; return its CSV row and its per-case rows."""
-    cfg = bench_config(method, args, args.iterations)
-    out = Path(args.work) / args.split / f"{method}_s{args.seed}_it{args.iterations}"
+    cfg = resolve_recipe(bench_config(method, args, args.iterations))
+    iterations = cfg.iterations  # an own recipe's scaled count, else --iterations
+    out = Path(args.work) / args.split / f"{method}_s{args.seed}_it{iterations}"
     t0 = time.monotonic()
     result = train(cfg, out, progress=False)
     print(f"{method}: trained in {time.monotonic() - t0:.0f} s wall", flush=True)
@@ -322,7 +344,7 @@ def run_method(method: str, args: argparse.Namespace) -> tuple[dict[str, Any], l
         "seed": args.seed,
         "split": args.split,
         "labeled": args.labeled,
-        "iterations": args.iterations,
+        "iterations": iterations,
         "dice": round(100 * float(mean["dice"]), 2),
         "dice_sd": round(100 * float(sd["dice"]), 2),
         "jaccard": round(100 * float(mean["jaccard"]), 2),
@@ -331,13 +353,13 @@ def run_method(method: str, args: argparse.Namespace) -> tuple[dict[str, Any], l
         "empty": int(mean["empty_pred"]),
         "vol_ratio": round(float(np.median(ratios)), 3),
         "seconds": round(seconds),
-        "s_per_it": round(seconds / args.iterations, 2),
+        "s_per_it": round(seconds / iterations, 2),
         "precision": runtime.get("precision", "?"),
         "commit": args.commit,
         "machine": machine(),
         "date": dt.date.today().isoformat(),
     }
-    return row, case_rows(method, args, table, voxels)
+    return row, case_rows(method, args, iterations, table, voxels)
 
 
 def _recorded_seconds(out: Path) -> float:

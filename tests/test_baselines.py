@@ -360,6 +360,35 @@ def test_recipes() -> None:
         resolve_recipe(TrainConfig(method="dual", recipe="own"))
 
 
+def test_own_recipes_at_reduced_scale() -> None:
+    # MC-Net's LA recipe: 15000 iterations at constant lr -> 1500 at a tenth; the ramp's
+    # unit is the config's (15 here), not the recipe's
+    cfg = TrainConfig(method="mcnet", dataset="la", recipe="own", recipe_scale=0.1, rampup_unit=15)
+    own = resolve_recipe(cfg)
+    assert (own.iterations, own.lr_steps, own.augment, own.rampup_unit) == (
+        1500,
+        (),
+        "rotflip",
+        15,
+    )
+    assert resolve_recipe(own) == own  # resolving twice does not scale twice
+    # BCP: 2000 + 15000 with lr steps 2499, 4999, ... -> 200 + 1500, steps at
+    # round(249.9) = 250, 500, 750, 1000, 1250, scaled as the shared recipe's 2500 -> 250
+    bcp = resolve_recipe(TrainConfig(method="bcp", dataset="la", recipe="own", recipe_scale=0.1))
+    assert (bcp.iterations, bcp.bcp_pretrain_steps) == (1500, 200)
+    assert bcp.lr_steps == (250, 500, 750, 1000, 1250)
+    assert (bcp.batch_labeled, bcp.batch_unlabeled) == (4, 4)
+    # lr x 0.1 from the first iteration above a step (ramps.step_lr), after the pre-training
+    assert BCP(bcp).lr(200 + 250) == pytest.approx(0.01)
+    assert BCP(bcp).lr(200 + 251) == pytest.approx(0.001)
+    # a scale without an own recipe, and scales outside (0, 1], are refused by name
+    with pytest.raises(InputError, match="'recipe_scale' = 0.1 scales an own recipe"):
+        TrainConfig(method="mcnet", recipe_scale=0.1)
+    for bad in (0.0, 1.5):
+        with pytest.raises(InputError, match="'recipe_scale'"):
+            TrainConfig(method="mcnet", recipe="own", recipe_scale=bad)
+
+
 # -- short runs on the synthetic demo data -----------------------------------------------------
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "apply_preset",
     "own_settings",
     "resolve_recipe",
+    "scale_steps",
 ]
 
 
@@ -633,4 +634,31 @@ def resolve_recipe(cfg: Any) -> Any:
     """
     if cfg.recipe == "shared":
         return cfg
-    return dataclasses.replace(cfg, **own_settings(cfg.method, cfg.dataset))
+    return dataclasses.replace(
+        cfg, **scale_steps(own_settings(cfg.method, cfg.dataset), cfg.recipe_scale)
+    )
+
+
+#: the keys of a recipe that count steps (scaled by ``recipe_scale``)
+_STEP_KEYS = ("iterations", "bcp_pretrain_steps")
+
+
+def scale_steps(keys: Mapping[str, Any], scale: float) -> dict[str, Any]:
+    """``keys`` with their step counts times ``scale``, rounded: ``iterations`` and
+    ``bcp_pretrain_steps`` (at least 1 and 0), each of ``lr_steps`` (at least 1). Other
+    keys, the ramp's unit and length included (the config's ``rampup_unit`` scales the
+    ramp), are kept. ``scale`` 1 returns the keys unchanged.
+
+    Example: MC-Net's LA recipe (15000 iterations, constant lr) at 0.1 runs 1500
+    iterations; BCP's (2000 + 15000, lr x 0.1 after t = 2499, 4999, ...) runs 200 + 1500
+    with steps at 250, 500, 750, 1000, 1250.
+    """
+    out = dict(keys)
+    if scale == 1.0:
+        return out
+    for name in _STEP_KEYS:
+        if name in out:
+            out[name] = max(1 if name == "iterations" else 0, round(out[name] * scale))
+    if "lr_steps" in out:
+        out["lr_steps"] = tuple(max(1, round(s * scale)) for s in out["lr_steps"])
+    return out

@@ -94,6 +94,7 @@ _RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "downsample": (1, 16, True, True),
     "noise_std": (0.0, math.inf, True, False),
     "bcp_pretrain_steps": (0, math.inf, True, False),
+    "recipe_scale": (0.0, 1.0, False, True),
 }
 
 
@@ -115,6 +116,9 @@ class TrainConfig:
     # -- method -------------------------------------------------------------------------
     method: str = "dual"  #: dual (the paper's method), suponly, or a baseline (config.registry)
     recipe: str = "shared"  #: baselines: shared (the paper's protocol) | own (the original's)
+    #: own recipes at reduced scale: the original's step counts (iterations, lr steps, BCP's
+    #: pre-training) times this, rounded (0.1 at LA-lite's 600 of 6000 steps); own only
+    recipe_scale: float = 1.0
     augment: str = (
         "none"  #: none (random crop only) | rotflip (k x 90 deg rotation + flip, then crop)
     )
@@ -275,6 +279,11 @@ def _validate(cfg: TrainConfig) -> None:
         if not ok:
             lb, rb = "[" if lo_inc else "(", "]" if hi_inc else ")"
             raise InputError(f"config key '{name}' = {value} is outside {lb}{lo}, {hi}{rb}")
+    if cfg.recipe_scale != 1.0 and cfg.recipe != "own":
+        raise InputError(
+            f"config key 'recipe_scale' = {cfg.recipe_scale} scales an own recipe; "
+            f"it needs 'recipe' = own (got {cfg.recipe!r})"
+        )
     if cfg.labeled is not None and cfg.labeled < 1:
         raise InputError(f"config key 'labeled' must be >= 1, got {cfg.labeled}")
     if cfg.labeled is not None and cfg.labeled_ratio is not None:
