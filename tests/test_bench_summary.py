@@ -194,11 +194,30 @@ def test_the_readme_table_is_what_the_committed_rows_give(summary) -> None:
     rows = pd.read_csv(root / "reports" / "bench" / "la_lite.csv")
     cases = pd.read_csv(root / "reports" / "bench" / "la_lite_cases.csv")
     table = summary.summarize(rows)
-    paired = {
-        (m, int(it)): summary.paired_stats(summary.paired_differences(cases, m, "paper", int(it)))
-        for m, it in zip(table["method"], table["iterations"], strict=True)
-        if m != "paper"
-    }
+    paired = summary.pair_all(table, cases, "paper")
     readme = (root / "README.md").read_text(encoding="utf-8")
     block = readme.split(summary.README_BEGIN + "\n", 1)[1].split(summary.README_END, 1)[0]
     assert block == summary.readme_table(table, paired, "paper")
+
+
+def test_an_own_recipe_is_paired_with_the_shared_protocol(summary) -> None:
+    # mcnet_own ran 1500 iterations; paper has rows at 600 only, so the own rows pair with
+    # those: +3 on each of two cases. A 300-iteration diagnostic of paper's own kind pairs
+    # with paper's 300 rows where they exist (here: 0 difference on one case).
+    cases = pd.DataFrame(
+        _case_rows("paper", [1337], {"a": 80.0, "b": 70.0})
+        + [
+            {**r, "iterations": 1500}
+            for r in _case_rows("mcnet_own", [1337], {"a": 83.0, "b": 73.0})
+        ]
+        + [{**r, "iterations": 300} for r in _case_rows("paper", [1337], {"a": 50.0})]
+        + [{**r, "iterations": 300} for r in _case_rows("short", [1337], {"a": 50.0})]
+    )
+    table = pd.DataFrame(
+        {"method": ["paper", "mcnet_own", "short"], "iterations": [600, 1500, 300]}
+    )
+    paired = summary.pair_all(table, cases, "paper", n_boot=200)
+    assert set(paired) == {("mcnet_own", 1500), ("short", 300)}
+    own = paired[("mcnet_own", 1500)]
+    assert (own.n_cases, own.mean_diff, own.ci_low, own.ci_high) == (2, 3.0, 3.0, 3.0)
+    assert paired[("short", 300)].n_cases == 1 and paired[("short", 300)].mean_diff == 0.0
