@@ -110,14 +110,22 @@ def test_paired_stats_pools_seeds_and_resamples_cases(summary) -> None:
     assert summary.paired_stats(diffs.iloc[0:0]) is None
 
 
-def test_markdown_and_cli(summary, tmp_path: Path, capsys) -> None:
-    runs = pd.DataFrame(_run_rows("paper", [80.0, 81.0]) + _run_rows("uamt", [78.0, 79.0]))
-    runs.to_csv(tmp_path / "la_lite.csv", index=False)
+def _write_paper_and_uamt(folder: Path, *more_runs: dict) -> None:
+    """la_lite.csv and la_lite_cases.csv of `paper` and UA-MT, two seeds each, UA-MT one
+    Dice point below `paper` on every case (80 / 82 / 78 against 79 / 81 / 77)."""
+    runs = pd.DataFrame(
+        _run_rows("paper", [80.0, 81.0]) + _run_rows("uamt", [78.0, 79.0]) + list(more_runs)
+    )
+    runs.to_csv(folder / "la_lite.csv", index=False)
     cases = pd.DataFrame(
         _case_rows("paper", [1337, 2024], {"a": 80.0, "b": 82.0, "c": 78.0})
         + _case_rows("uamt", [1337, 2024], {"a": 79.0, "b": 81.0, "c": 77.0})
     )
-    cases.to_csv(tmp_path / "la_lite_cases.csv", index=False)
+    cases.to_csv(folder / "la_lite_cases.csv", index=False)
+
+
+def test_markdown_and_cli(summary, tmp_path: Path, capsys) -> None:
+    _write_paper_and_uamt(tmp_path)
     out = tmp_path / "summary.md"
     assert (
         summary.main(["--csv", str(tmp_path / "la_lite.csv"), "--boot", "500", "--out", str(out)])
@@ -138,17 +146,8 @@ def test_markdown_and_cli(summary, tmp_path: Path, capsys) -> None:
 
 
 def test_readme_table_rewrites_only_its_block(summary, tmp_path: Path, capsys) -> None:
-    runs = pd.DataFrame(
-        _run_rows("paper", [80.0, 81.0])
-        + _run_rows("uamt", [78.0, 79.0])
-        + _run_rows("paper_literal", [60.0])  # a diagnostic: not in the README's table
-    )
-    runs.to_csv(tmp_path / "la_lite.csv", index=False)
-    cases = pd.DataFrame(
-        _case_rows("paper", [1337, 2024], {"a": 80.0, "b": 82.0, "c": 78.0})
-        + _case_rows("uamt", [1337, 2024], {"a": 79.0, "b": 81.0, "c": 77.0})
-    )
-    cases.to_csv(tmp_path / "la_lite_cases.csv", index=False)
+    # paper_literal is a diagnostic: not in the README's table
+    _write_paper_and_uamt(tmp_path, *_run_rows("paper_literal", [60.0]))
     readme = tmp_path / "README.md"
     before, after = "# title\n\nintro\n\n", "\nRead with care.\n"
     readme.write_text(f"{before}{summary.README_BEGIN}\nold table\n{summary.README_END}{after}")
