@@ -19,7 +19,8 @@ rows first, then the methods it does not list):
   the cases (same case, same seed), its 95 % bootstrap interval (resampling cases with
   replacement, each drawn case bringing all of its seeds; ``--boot`` resamples, fixed seed),
   and the two-sided Wilcoxon signed-rank p-value over cases of the seed-averaged differences
-  (``scipy.stats.wilcoxon``). "not distinguishable" where the interval covers 0.
+  (``scipy.stats.wilcoxon``), also Holm-adjusted over every comparison of the table
+  (:func:`holm`). "not distinguishable" where the interval covers 0.
 
 ``--readme README.md`` rewrites the README's results table (the lines between its
 ``la_lite_table`` markers; names from :data:`README_NAMES`); ``tests/test_bench_summary.py``
@@ -35,11 +36,13 @@ scaled count), with its rows of 600 iterations (:func:`pair_all`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -162,6 +165,8 @@ class Paired:
         ci_low, ci_high: 95 % bootstrap interval of ``mean_diff`` (resampling cases).
         p_wilcoxon: two-sided Wilcoxon signed-rank p-value over the seed-averaged per-case
             differences (NaN when every difference is 0).
+        p_holm: ``p_wilcoxon`` Holm-adjusted over every comparison of one table
+            (:func:`pair_all`; NaN when computed alone).
     """
 
     n_cases: int
@@ -170,6 +175,7 @@ class Paired:
     ci_low: float
     ci_high: float
     p_wilcoxon: float
+    p_holm: float = float("nan")
 
     @property
     def verdict(self) -> str:
@@ -260,6 +266,22 @@ def pair_all(
         ref_it = it if it in have else reference_iterations
         diffs = paired_differences(cases, method, reference, it, ref_it)
         out[(method, it)] = paired_stats(diffs, n_boot=n_boot)
+    found = {k: v.p_wilcoxon for k, v in out.items() if v is not None}
+    for key, p in holm(found).items():
+        out[key] = dataclasses.replace(out[key], p_holm=p)
+    return out
+
+
+def holm(pvalues: dict[Any, float]) -> dict[Any, float]:
+    """Holm's step-down adjustment of a family of p-values: the i-th smallest of the m
+    non-NaN values becomes max over j <= i of min(1, (m - j + 1) p_(j)); NaN stays NaN
+    and does not count in m."""
+    valid = sorted((p, k) for k, p in pvalues.items() if not math.isnan(p))
+    m, running = len(valid), 0.0
+    out = {k: float("nan") for k in pvalues}
+    for i, (p, key) in enumerate(valid):
+        running = max(running, min(1.0, (m - i) * p))
+        out[key] = running
     return out
 
 
@@ -310,22 +332,24 @@ def to_markdown(
         "",
         f"Against `{reference}`, per-case Dice (method - {reference}, Dice points; cases x seeds "
         "both have; 95 % bootstrap interval over cases; Wilcoxon signed-rank over the "
-        "seed-averaged per-case differences):",
+        "seed-averaged per-case differences; Holm: that p adjusted over every comparison "
+        "of this table):",
         "",
-        "| method | cases | seeds | mean difference | 95 % interval | Wilcoxon p | reading |",
-        "|---|---|---|---|---|---|---|",
+        "| method | cases | seeds | mean difference | 95 % interval | Wilcoxon p | Holm p "
+        "| reading |",
+        "|---" * 8 + "|",
     ]
     for r in table.itertuples(index=False):
         if r.method == reference:
             continue
         res = paired.get((r.method, int(r.iterations)))
         if res is None:
-            lines.append(f"| {r.method} | | | | | | no per-case rows shared with {reference} |")
+            lines.append(f"| {r.method} | | | | | | | no per-case rows shared with {reference} |")
             continue
         lines.append(
             f"| {r.method} | {res.n_cases} | {res.n_seeds} | {res.mean_diff:+.2f} | "
             f"[{res.ci_low:+.2f}, {res.ci_high:+.2f}] | {_fmt(res.p_wilcoxon, 4)} | "
-            f"{res.verdict} |"
+            f"{_fmt(res.p_holm, 4)} | {res.verdict} |"
         )
     return text + "\n".join(lines) + "\n"
 
@@ -340,8 +364,8 @@ def readme_table(
     HD95 and the comparison with ``reference`` (``paired``: :func:`pair_all`)."""
     lines = [
         f"| method | seeds | Dice (mean +- SEM over seeds) | HD95 | minus `{reference}`, per case "
-        "(95 % interval) | Wilcoxon p | reading | paper, LA 10 % (full scale) |",
-        "|---" * 8 + "|",
+        "(95 % interval) | Wilcoxon p | Holm p | reading | paper, LA 10 % (full scale) |",
+        "|---" * 9 + "|",
     ]
     for r in table.itertuples(index=False):
         own = r.method.endswith("_own")  # own recipes run their own (scaled) step count
@@ -350,16 +374,17 @@ def readme_table(
         dice = f"{r.dice_mean:.2f}" + ("" if math.isnan(r.dice_sem) else f" +- {r.dice_sem:.2f}")
         hd95 = f"{r.hd95_mean:.2f}" + ("" if math.isnan(r.hd95_sem) else f" +- {r.hd95_sem:.2f}")
         if r.method == reference:
-            cmp = "- | - | -"
+            cmp = "- | - | - | -"
         else:
             res = paired.get((r.method, int(r.iterations)))
             if res is None:
-                cmp = "no per-case rows | |"
+                cmp = "no per-case rows | | |"
             else:
                 plural = "s" if res.n_seeds > 1 else ""
                 cmp = (
                     f"{res.mean_diff:+.2f} [{res.ci_low:+.2f}, {res.ci_high:+.2f}] "
-                    f"({res.n_seeds} seed{plural}) | {_fmt(res.p_wilcoxon, 4)} | {res.verdict}"
+                    f"({res.n_seeds} seed{plural}) | {_fmt(res.p_wilcoxon, 4)} | "
+                    f"{_fmt(res.p_holm, 4)} | {res.verdict}"
                 )
         name = README_NAMES[r.method] + (f" ({r.iterations} it.)" if own else "")
         lines.append(

@@ -220,3 +220,36 @@ def test_an_own_recipe_is_paired_with_the_shared_protocol(summary) -> None:
     own = paired[("mcnet_own", 1500)]
     assert (own.n_cases, own.mean_diff, own.ci_low, own.ci_high) == (2, 3.0, 3.0, 3.0)
     assert paired[("short", 300)].n_cases == 1 and paired[("short", 300)].mean_diff == 0.0
+
+
+def test_holm_by_hand(summary) -> None:
+    # m = 3 valid values, sorted 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04, raised
+    # to the running maximum 0.06); NaN stays NaN and does not count; 0.5 x 4 would be 2 -> 1
+    adj = summary.holm({"a": 0.04, "b": 0.01, "c": float("nan"), "d": 0.03})
+    assert adj["b"] == pytest.approx(0.03) and adj["d"] == pytest.approx(0.06)
+    assert adj["a"] == pytest.approx(0.06) and math.isnan(adj["c"])
+    assert summary.holm({"x": 0.5, "y": 0.5, "z": 0.5, "w": 0.5}) == {
+        "x": 1.0,
+        "y": 1.0,
+        "z": 1.0,
+        "w": 1.0,
+    }
+
+
+def test_pair_all_adjusts_over_the_table(summary) -> None:
+    # two methods against paper on six cases: differences 1..6 (exact p 0.03125) and
+    # -1..-6 (the same p); Holm over the two: 2 x 0.03125 = 0.0625 for both
+    paper = {c: 50.0 for c in "abcdef"}
+    cases = pd.DataFrame(
+        _case_rows("paper", [1], paper)
+        + _case_rows("up", [1], {c: 50.0 + i + 1 for i, c in enumerate("abcdef")})
+        + _case_rows("down", [1], {c: 50.0 - i - 1 for i, c in enumerate("abcdef")})
+    )
+    table = pd.DataFrame({"method": ["paper", "up", "down"], "iterations": [600] * 3})
+    paired = summary.pair_all(table, cases, "paper", n_boot=200)
+    for key in (("up", 600), ("down", 600)):
+        assert paired[key].p_wilcoxon == pytest.approx(0.03125)
+        assert paired[key].p_holm == pytest.approx(0.0625)
+    assert math.isnan(
+        summary.paired_stats(summary.paired_differences(cases, "up", "paper", 600)).p_holm
+    )
