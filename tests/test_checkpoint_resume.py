@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 import torch
 import yaml
+from ellipsoids import write_ellipsoids
 
 from semiseg3d.config.run import TrainConfig
 from semiseg3d.errors import InputError, TrainingError
@@ -23,26 +22,18 @@ PATCH = [16, 16, 16]
 
 
 def write_synthetic(root: Path, n_train: int = 6, n_test: int = 2, seed: int = 0) -> Path:
-    """Tiny h5 cases: an ellipsoid (label 1) brighter than noise, lists of ids."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    grid = np.stack(np.meshgrid(*[np.arange(s) for s in SHAPE], indexing="ij")).astype(np.float32)
-    ids = []
-    for i in range(n_train + n_test):
-        centre = np.array([12, 12, 10]) + rng.integers(-3, 4, 3)
-        radii = np.array([6.0, 5.0, 4.0])
-        dist = (((grid - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0)
-        label = (dist <= 1.0).astype(np.uint8)
-        image = (label + rng.normal(0.0, 0.3, SHAPE)).astype(np.float32)
-        case = f"case{i:02d}"
-        with h5py.File(root / f"{case}.h5", "w") as f:
-            f["image"] = image
-            f["label"] = label
-            f.attrs["spacing"] = [1.0, 1.0, 2.0]
-        ids.append(case)
-    (root / "train.list").write_text("\n".join(ids[:n_train]) + "\n")
-    (root / "test.list").write_text("\n".join(ids[n_train:]) + "\n")
-    return root
+    """Tiny h5 cases of SHAPE: an ellipsoid (label 1) brighter than noise, lists of ids."""
+    return write_ellipsoids(
+        root,
+        SHAPE,
+        centre=(12, 12, 10),
+        jitter=3,
+        noise=0.3,
+        spacing=(1.0, 1.0, 2.0),
+        n_train=n_train,
+        n_test=n_test,
+        seed=seed,
+    )
 
 
 def tiny_config(data: Path, **overrides: object) -> TrainConfig:

@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from ellipsoids import write_ellipsoids
 
 from semiseg3d.accel import Acceleration
 from semiseg3d.config.registry import baseline_names
@@ -71,32 +72,24 @@ SHAPE = (48, 48, 32)
 TRAINED_ITERATIONS = 80 if ON_GPU else 2
 
 
-def write_ellipsoids(root: Path, n_train: int = 6, n_test: int = 2, seed: int = 0) -> Path:
+def write_cases(root: Path, n_train: int = 6, n_test: int = 2, seed: int = 0) -> Path:
     """Cases ``<ID>.h5`` of SHAPE: a bright ellipsoid (label 1) in Gaussian noise, lists."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    grid = np.stack(np.meshgrid(*[np.arange(s) for s in SHAPE], indexing="ij")).astype(np.float32)
-    ids = []
-    for i in range(n_train + n_test):
-        centre = np.array(SHAPE) / 2 + rng.integers(-4, 5, 3)
-        radii = np.array([13.0, 11.0, 8.0]) * rng.uniform(0.8, 1.1)
-        dist = (((grid - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0)
-        label = (dist <= 1.0).astype(np.uint8)
-        image = (label + rng.normal(0.0, 0.25, SHAPE)).astype(np.float32)
-        case = f"case{i:02d}"
-        with h5py.File(root / f"{case}.h5", "w") as f:
-            f["image"] = image
-            f["label"] = label
-            f.attrs["spacing"] = [1.0, 1.0, 1.0]
-        ids.append(case)
-    (root / "train.list").write_text("\n".join(ids[:n_train]) + "\n")
-    (root / "test.list").write_text("\n".join(ids[n_train:]) + "\n")
-    return root
+    return write_ellipsoids(
+        root,
+        SHAPE,
+        jitter=4,
+        radii=(13.0, 11.0, 8.0),
+        radius_scale=(0.8, 1.1),
+        noise=0.25,
+        n_train=n_train,
+        n_test=n_test,
+        seed=seed,
+    )
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_ellipsoids(tmp_path_factory.mktemp("ellipsoids"))
+    return write_cases(tmp_path_factory.mktemp("ellipsoids"))
 
 
 def config(data: Path, **over: Any) -> TrainConfig:
