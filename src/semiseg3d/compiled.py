@@ -39,7 +39,7 @@ from torch import nn
 
 from semiseg3d.errors import InputError
 
-__all__ = ["CompileChoice", "resolve_compile", "Compiler", "compile_seconds"]
+__all__ = ["CompileChoice", "resolve_compile", "missing_backend", "Compiler", "compile_seconds"]
 
 #: recompilations allowed per compiled function before PyTorch falls back to eager (the
 #: default 8 is too few for one network run at several batch shapes, with and without
@@ -77,7 +77,7 @@ def _normalise(value: bool | str) -> str:
     raise InputError(f"config key 'compile' must be auto, on or off, got {value!r}")
 
 
-def _missing_backend(device: torch.device) -> str:
+def missing_backend(device: torch.device) -> str:
     """Why inductor cannot run on ``device`` here ("" when it can)."""
     if device.type == "cuda":
         if importlib.util.find_spec("triton") is None:
@@ -104,7 +104,7 @@ def resolve_compile(value: bool | str, device: torch.device | str) -> CompileCho
     dev = torch.device(device)
     if setting == "off":
         return CompileChoice(False, setting)
-    missing = _missing_backend(dev)
+    missing = missing_backend(dev)
     if setting == "on":
         if missing:
             raise InputError(f"config key 'compile' = on: {missing}; use auto or off")
