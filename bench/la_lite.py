@@ -27,7 +27,8 @@ Methods (``--methods``; each a row of the CSV, with its seed):
 - ``paper_literal``: the paper's text read literally (CPS target ``p_fg >= 0.6``, pseudo-label
   terms at weight 1 from the first iteration);
 - a comparison method's config name (``uamt``, ``dtc``, ``mcnet``, ...): that method under
-  the same protocol (its ``shared`` recipe);
+  the same protocol (its ``shared`` recipe; BCP's 2000 labeled-only pre-training steps
+  scaled like the 6000 iterations: 200 at 600);
 - that name with ``_own`` (``mcnet_own``, ``bcp_own``, ...): the original's own LA recipe
   (steps, batch, lr schedule, rotation and flip) with its step counts scaled as the shared
   recipe's are (``recipe_scale`` = ``--iterations`` / 6000: MC-Net's 15000 iterations run
@@ -199,15 +200,21 @@ def bench_config(method: str, args: argparse.Namespace, iterations: int) -> Trai
 
 #: the paper's iteration count, which ``--iterations`` scales (the shared recipe's 6000)
 PAPER_ITERATIONS = 6000
+#: BCP's labeled-only pre-training steps before the paper's 6000 (the config's default)
+BCP_PRETRAIN = TrainConfig.bcp_pretrain_steps
 
 
 def _baseline_preset(method: str, iterations: int) -> dict[str, Any] | None:
-    """``{"method": name}`` when ``method`` names a registered comparison method; for
-    ``<name>_own`` its own recipe at the scale ``iterations`` / 6000 of the shared one."""
+    """``{"method": name}`` when ``method`` names a registered comparison method (BCP with
+    its pre-training scaled by ``iterations`` / 6000, as the run is); for ``<name>_own`` its
+    own recipe at that scale."""
     from semiseg3d.config.registry import baseline_names
 
     if method in baseline_names():
-        return {"method": method}
+        keys: dict[str, Any] = {"method": method}
+        if method == "bcp":  # its labeled-only pre-training scales too (2000 of 6000 -> 200)
+            keys["bcp_pretrain_steps"] = round(BCP_PRETRAIN * iterations / PAPER_ITERATIONS)
+        return keys
     stem = method.removesuffix("_own")
     if stem != method and stem in baseline_names():
         return {"method": stem, "recipe": "own", "recipe_scale": iterations / PAPER_ITERATIONS}

@@ -32,6 +32,9 @@ def test_a_baseline_runs_the_shared_protocol(la_lite, tmp_path: Path) -> None:
     # the shared recipe scaled to 600 iterations: lr steps at 5/12 and 5/6, ramp unit 600/40
     assert (cfg.method, cfg.recipe, cfg.iterations) == ("mcnet", "shared", 600)
     assert (cfg.lr_steps, cfg.rampup_unit, cfg.augment) == ((250, 500), 15, "none")
+    # BCP's labeled-only pre-training is scaled as the iterations are: 2000 of 6000 -> 200
+    bcp = resolve_recipe(la_lite.bench_config("bcp", _args(la_lite, tmp_path), 600))
+    assert (bcp.recipe, bcp.iterations, bcp.bcp_pretrain_steps) == ("shared", 600, 200)
 
 
 def test_own_names_scale_the_original_recipe(la_lite, tmp_path: Path) -> None:
