@@ -24,6 +24,8 @@ Methods (``--methods``; each a row of the CSV, with its seed):
 - ``code_faithful``: the released objective (spec 2);
 - ``paper``: the method as this project's ``paper`` mode defines it (the defaults of
   :class:`~semiseg3d.config.run.TrainConfig`);
+- ``paper_torch_init``: ``paper`` from PyTorch's default initialisation, the method's side of
+  the ``suponly_torch_init`` control;
 - ``paper_literal``: the paper's text read literally (CPS target ``p_fg >= 0.6``, pseudo-label
   terms at weight 1 from the first iteration);
 - a comparison method's config name (``uamt``, ``dtc``, ``mcnet``, ...): that method under
@@ -133,6 +135,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "suponly_torch_init": {"method": "suponly", "init": "torch"},
     "code_faithful": {"method": "dual", "mode": "code_faithful"},
     "paper": {"method": "dual", "mode": "paper"},
+    "paper_torch_init": {"method": "dual", "mode": "paper", "init": "torch"},
     "paper_literal": {
         "method": "dual",
         "mode": "paper",

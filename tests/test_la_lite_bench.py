@@ -27,6 +27,15 @@ def _args(la_lite, tmp_path: Path, *extra: str):
     return la_lite.parse_args(["--split", "test", "--data", str(tmp_path), "--commit", "x", *extra])
 
 
+def test_the_init_controls_are_presets(la_lite, tmp_path: Path) -> None:
+    # no --set needed: the method and SupOnly from PyTorch's default initialisation
+    args = _args(la_lite, tmp_path)
+    paper = la_lite.bench_config("paper_torch_init", args, 600)
+    assert (paper.method, paper.mode, paper.init) == ("dual", "paper", "torch")
+    assert la_lite.bench_config("suponly_torch_init", args, 600).init == "torch"
+    assert la_lite.bench_config("paper", args, 600).init == "auto"
+
+
 def test_a_baseline_runs_the_shared_protocol(la_lite, tmp_path: Path) -> None:
     cfg = resolve_recipe(la_lite.bench_config("mcnet", _args(la_lite, tmp_path), 600))
     # the shared recipe scaled to 600 iterations: lr steps at 5/12 and 5/6, ramp unit 600/40
