@@ -391,6 +391,7 @@ BAD_NUMBERS = {
     "stride": [0, 8, 8],
     "downsample": 17,
     "bcp_pretrain_steps": -1,
+    "recipe_scale": 0.0,
     "pgl_proto_term_sign": 0,
     "tau": 0.4,
     "lam": -0.1,
