@@ -83,7 +83,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from semiseg3d.config.registry import resolve_recipe
+from semiseg3d.config.registry import baseline_names, resolve_recipe
 from semiseg3d.config.run import TrainConfig, config_from_mapping, parse_overrides
 from semiseg3d.data.dataset import VolumeDataset
 from semiseg3d.evaluation.maskio import read_mask
@@ -211,8 +211,6 @@ def _baseline_preset(method: str, iterations: int) -> dict[str, Any] | None:
     """``{"method": name}`` when ``method`` names a registered comparison method (BCP with
     its pre-training scaled by ``iterations`` / 6000, as the run is); for ``<name>_own`` its
     own recipe at that scale."""
-    from semiseg3d.config.registry import baseline_names
-
     if method in baseline_names():
         keys: dict[str, Any] = {"method": method}
         if method == "bcp":  # its labeled-only pre-training scales too (2000 of 6000 -> 200)

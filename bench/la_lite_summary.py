@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,8 @@ import numpy as np
 import pandas as pd
 import yaml
 from scipy import stats
+
+from semiseg3d.io.atomic import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
 #: the paper's Table 1 (LA) in its order, then the methods it does not list
@@ -295,6 +296,11 @@ def paper_la10(method: str, values: dict | None = None) -> float | None:
     return cell.get("dice")
 
 
+def _mean_sem(mean: float, sem: float) -> str:
+    """``mean +- sem`` to two decimals (the mean alone when the SEM is NaN: one seed)."""
+    return f"{mean:.2f}" + ("" if math.isnan(sem) else f" +- {sem:.2f}")
+
+
 def _fmt(value: float, digits: int = 2) -> str:
     return (
         ""
@@ -317,8 +323,7 @@ def to_markdown(
     for r in table.itertuples(index=False):
         cells = []
         for metric in ("dice", "jaccard", "hd95", "asd"):
-            mean, sem = getattr(r, f"{metric}_mean"), getattr(r, f"{metric}_sem")
-            cells.append(f"{mean:.2f}" + (f" +- {sem:.2f}" if not math.isnan(sem) else ""))
+            cells.append(_mean_sem(getattr(r, f"{metric}_mean"), getattr(r, f"{metric}_sem")))
         ref = paper_la10(r.method)
         label = r.method if r.iterations == 600 else f"{r.method} ({r.iterations} it.)"
         lines.append(
@@ -371,8 +376,7 @@ def readme_table(
         own = r.method.endswith("_own")  # own recipes run their own (scaled) step count
         if r.method not in README_NAMES or (r.iterations != 600 and not own):
             continue
-        dice = f"{r.dice_mean:.2f}" + ("" if math.isnan(r.dice_sem) else f" +- {r.dice_sem:.2f}")
-        hd95 = f"{r.hd95_mean:.2f}" + ("" if math.isnan(r.hd95_sem) else f" +- {r.hd95_sem:.2f}")
+        dice, hd95 = _mean_sem(r.dice_mean, r.dice_sem), _mean_sem(r.hd95_mean, r.hd95_sem)
         if r.method == reference:
             cmp = "- | - | - | -"
         else:
@@ -411,16 +415,6 @@ def replace_block(text: str, block: str, where: str = "README") -> str:
         raise ValueError(f"{where}: {README_END!r} comes before {README_BEGIN!r}")
     _, tail = rest.split(README_END, 1)
     return f"{head}{README_BEGIN}\n{block}{README_END}{tail}"
-
-
-def _write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary beside it (a reader never sees half)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -474,10 +468,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
     print(text, end="")
-    if args.out:
-        _write(Path(args.out), text)
-    if readme is not None:
-        _write(Path(args.readme), readme)
+    for path, content in ((args.out, text), (args.readme, readme)):
+        if path and content is not None:
+            with atomic_path(path) as tmp:  # a reader never sees half a file
+                tmp.write_text(content, encoding="utf-8")
     return 0
 
 
