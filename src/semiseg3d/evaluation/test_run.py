@@ -14,6 +14,12 @@ component, on by default where the method's own test applies it: DTC, BCP), and 
 - for a baseline, also the other post-processing variant (baselines spec 1.1):
   ``DIR/metrics_lcc.csv`` (largest component kept) or ``DIR/metrics_nolcc.csv`` (none).
 
+``--set KEY=VALUE`` reads the trained weights another way where the method declares ``KEY``
+inference-only (:mod:`semiseg3d.inference.overrides`: URPC's ``method_options.infer``,
+MC-Net(+)'s ``mcnet_infer``); the outputs then carry the setting in their names
+(``metrics_infer-mean.csv``, ``predictions_infer-mean/``, ``metrics_lcc_infer-mean.csv``)
+and the run's own ``metrics.csv`` is left as it is.
+
 The predictions folder and the CSV each appear complete or not at all.
 """
 
@@ -21,12 +27,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 
 from semiseg3d.config.registry import spec
+from semiseg3d.config.run import parse_overrides
 from semiseg3d.data.dataset import VolumeDataset
 from semiseg3d.data.postprocess import largest_connected_component
 from semiseg3d.data.volumes import read_list
@@ -34,6 +43,7 @@ from semiseg3d.errors import InputError
 from semiseg3d.evaluation.evaluate import summary_line, write_metrics_csv
 from semiseg3d.evaluation.maskio import write_nifti_mask
 from semiseg3d.evaluation.metrics import case_metrics, metrics_table
+from semiseg3d.inference.overrides import apply_inference_overrides, override_tag
 from semiseg3d.inference.rule import load_trained, prepared_rule, runtime_for
 from semiseg3d.inference.sliding_window import predict_label, sliding_window_probs
 from semiseg3d.io.atomic import atomic_dir, check_output, remove_stale_temps
@@ -61,6 +71,7 @@ def test_run(
     subnet: str | None = None,
     out_name: str = METRICS_NAME,
     predictions_name: str = PREDICTIONS_NAME,
+    overrides: Mapping[str, Any] | None = None,
     verbose: bool = True,
 ) -> pd.DataFrame:
     """Predict and score the test cases of a finished run; write predictions and metrics.
@@ -74,6 +85,10 @@ def test_run(
         subnet: ``both`` / ``a`` / ``b`` instead of the run's ``eval_subnet``.
         out_name: file name of the metrics table in ``run_dir``.
         predictions_name: folder name of the predictions in ``run_dir``.
+        overrides: inference-only config keys to read the weights by
+            (:func:`~semiseg3d.inference.overrides.apply_inference_overrides`); their
+            :func:`~semiseg3d.inference.overrides.override_tag` is appended to
+            ``out_name`` and ``predictions_name`` (``metrics_infer-mean.csv``).
         verbose: print one line per case.
 
     Returns:
@@ -82,10 +97,16 @@ def test_run(
     Raises:
         InputError: missing run, data, list or case; a case without a label; a file or a
             foreign folder where the predictions folder goes, a folder where a metrics
-            table goes (checked before any work).
+            table goes (checked before any work); a key of ``overrides`` that is not
+            inference-only for the run's method, or a value it does not allow.
     """
     run = Path(run_dir)
     cfg, nets = load_trained(run)
+    if overrides:
+        cfg = apply_inference_overrides(cfg, overrides)
+        tag = override_tag(overrides)
+        out_name = f"{Path(out_name).stem}_{tag}{Path(out_name).suffix}"
+        predictions_name = f"{predictions_name}_{tag}"
     # an old predictions folder of this run is ours; a file or a foreign folder is not
     pred_ours = (f"../{CONFIG_NAME}",)
     check_output(run / predictions_name, folder=True, ours=pred_ours)
@@ -164,6 +185,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="evaluate both subnets' mean softmax, Subnet A or Subnet B (default: the run's "
         "eval_subnet); with a or b the outputs are metrics_<a|b>.csv and predictions_<a|b>/",
     )
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="read the weights another way through a key the method declares inference-only "
+        "(URPC: method_options.infer=mean; MC-Net(+): mcnet_infer=mean); the outputs are "
+        "then metrics_<setting>.csv and predictions_<setting>/, e.g. metrics_infer-mean.csv",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -180,6 +211,7 @@ def main(args: argparse.Namespace) -> int:
         list_file=args.list,
         batch_size=args.batch_size,
         subnet=args.subnet,
+        overrides=parse_overrides(args.overrides),
         **names,
     )
     return 0

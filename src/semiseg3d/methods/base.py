@@ -103,6 +103,10 @@ class Method:
     #: None keeps what the constructors did: spec 1.4's Kaiming-normal, or the ``init=``
     #: a method passes itself (MC-Net(+) and BCP, :func:`semiseg3d.models.blocks.init_weights`)
     reinit: str | None = None
+    #: config keys that choose only how trained weights become a prediction (a head, a
+    #: decoder), which ``semiseg3d test --set`` may change on a finished run
+    #: (:mod:`semiseg3d.inference.overrides`); a method option as ``method_options.<name>``
+    inference_keys: tuple[str, ...] = ()
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg

@@ -54,6 +54,8 @@ class MCNetMethod(VNetPartMethod):
         cfg: the run config (``method`` ``mcnet`` -> K = 2, ``mcnet_plus`` -> K = 3).
     """
 
+    inference_keys = ("mcnet_infer",)
+
     def __init__(self, cfg: TrainConfig) -> None:
         super().__init__(cfg)
         self.k = 3 if cfg.method == "mcnet_plus" else 2

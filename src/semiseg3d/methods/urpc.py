@@ -122,6 +122,7 @@ class URPC(VNetPartMethod):
     network = "semiseg3d.models.urpc:URPCNet"
 
     default_lcc = DEFAULT_LCC
+    inference_keys = ("method_options.infer",)
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
