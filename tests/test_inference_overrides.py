@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import h5py
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 import torch
 
 from semiseg3d.cli import main as cli_main
@@ -51,6 +53,19 @@ def urpc_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def written_run(urpc_run: Path) -> Path:
+    """The same weights with ``method_options: {infer: mean}`` written into the config
+    that ``model_final.pt`` carries: the route that needs no ``--set``."""
+    other = urpc_run.parent / "written"
+    other.mkdir()
+    final = torch.load(urpc_run / "model_final.pt", weights_only=False)
+    assert final["config"]["method_options"] == {}
+    final["config"]["method_options"] = {"infer": "mean"}
+    torch.save(final, other / "model_final.pt")
+    return other
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -89,7 +104,9 @@ def test_override_changes_the_rule_to_the_mean_of_the_heads(urpc_run: Path) -> N
     assert not torch.allclose(probs, main, atol=1e-3)  # the heads of the trained net differ
 
 
-def test_cli_set_writes_tagged_outputs_and_keeps_the_runs_own(urpc_run: Path) -> None:
+def test_cli_set_writes_tagged_outputs_and_keeps_the_runs_own(
+    urpc_run: Path, written_run: Path
+) -> None:
     own = _digest(urpc_run / "metrics.csv")
     own_pred = _listing(urpc_run / "predictions")
     code = cli_main(["test", "--run", str(urpc_run), "--set", "method_options.infer=mean"])
@@ -100,11 +117,7 @@ def test_cli_set_writes_tagged_outputs_and_keeps_the_runs_own(urpc_run: Path) ->
     assert list(table["case"]) == list(pd.read_csv(urpc_run / "metrics.csv")["case"])
     assert (urpc_run / "metrics_lcc_infer-mean.csv").is_file()
     # the same weights with the setting written into the run's config: the same masks
-    other = urpc_run.parent / "written"
-    other.mkdir()
-    final = torch.load(urpc_run / "model_final.pt", weights_only=False)
-    final["config"]["method_options"] = {"infer": "mean"}
-    torch.save(final, other / "model_final.pt")
+    other = written_run
     score_run(other, verbose=False)
     written = pd.read_csv(other / "metrics.csv")
     pd.testing.assert_frame_equal(written, table, check_exact=False, rtol=1e-9)
@@ -136,3 +149,29 @@ def test_refused_settings_are_one_line_and_write_nothing(
 def test_library_call_refuses_a_training_key(urpc_run: Path) -> None:
     with pytest.raises(InputError, match="--set seed: not an inference setting"):
         score_run(urpc_run, overrides={"seed": 1}, verbose=False)
+
+
+def test_predict_set_reads_the_scan_like_the_written_config(
+    urpc_run: Path, written_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with h5py.File(urpc_run.parent / "data" / "synth_0006.h5") as f:
+        volume = np.asarray(f["image"], dtype=np.float32)  # (X, Y, Z)
+    scan = tmp_path / "scan.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(volume.transpose(2, 1, 0)), str(scan))
+
+    def probs(run: Path, name: str, *extra: str) -> np.ndarray:
+        out = tmp_path / f"{name}.nii.gz"
+        args = ["predict", "--run", str(run), "--input", str(scan), "--out", str(out)]
+        assert cli_main([*args, "--probs", str(tmp_path / f"{name}_p.nii.gz"), *extra]) == 0
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"{name}_p.nii.gz")))
+
+    mean = probs(urpc_run, "mean", "--set", "method_options.infer=mean")
+    assert np.array_equal(mean, probs(written_run, "written"))
+    assert not np.allclose(mean, probs(urpc_run, "main"), atol=1e-3)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    bad = ["predict", "--run", str(urpc_run), "--input", str(scan), "--out"]
+    capsys.readouterr()
+    assert cli_main([*bad, str(tmp_path / "x.nii.gz"), "--set", "patch=[32,32,32]"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "--set patch: not an inference setting of method 'urpc'" in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -1,9 +1,10 @@
-"""Read a trained run another way: ``semiseg3d test --set KEY=VALUE`` with one of the keys
-its method declares as inference-only (:attr:`semiseg3d.methods.base.Method.inference_keys`:
-MC-Net(+)'s ``mcnet_infer``, URPC's ``method_options.infer``). Such a key chooses how the
-trained weights are turned into a prediction (which head or decoder), never how they were
-trained, so the same ``model_final.pt`` can be scored both ways without retraining. Any
-other key is refused: a finished run's training settings are a record.
+"""Read a trained run another way: ``semiseg3d test`` or ``semiseg3d predict`` with
+``--set KEY=VALUE``, ``KEY`` one of the keys its method declares inference-only
+(:attr:`semiseg3d.methods.base.Method.inference_keys`: MC-Net(+)'s ``mcnet_infer``, URPC's
+``method_options.infer``). Such a key chooses how the trained weights are turned into a
+prediction (which head or decoder), never how they were trained, so the same
+``model_final.pt`` can be scored both ways without retraining. Any other key is refused: a
+finished run's training settings are a record.
 """
 
 from __future__ import annotations

@@ -36,15 +36,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
 from semiseg3d.cliargs import add_path_options
+from semiseg3d.config.run import parse_overrides
 from semiseg3d.data.geometry import from_xyz, read_image, resample_like, write_image
 from semiseg3d.data.postprocess import largest_connected_component
 from semiseg3d.data.preprocess import (
@@ -53,6 +55,7 @@ from semiseg3d.data.preprocess import (
     prepare_inference,
 )
 from semiseg3d.errors import InputError
+from semiseg3d.inference.overrides import apply_inference_overrides
 from semiseg3d.inference.rule import load_trained, prepared_rule, runtime_for
 from semiseg3d.inference.sliding_window import ProbFn, sliding_window_probs
 from semiseg3d.io.atomic import atomic_path, remove_stale_temps
@@ -256,6 +259,7 @@ def predict_scan(
     device: str | None = None,
     preprocess: str | Path | None = None,
     batch_size: int = 4,
+    overrides: Mapping[str, Any] | None = None,
     verbose: bool = True,
 ) -> Prediction:
     """Segment ``scan`` with the run in ``run_dir``; write the mask (and maps) on its grid.
@@ -269,6 +273,8 @@ def predict_scan(
         device: ``cpu`` or ``cuda`` (default: CUDA when available, unless the run says cpu).
         preprocess: a recipe file overriding the run's.
         batch_size: windows per forward pass.
+        overrides: inference-only config keys to read the weights by (``--set``,
+            :func:`~semiseg3d.inference.overrides.apply_inference_overrides`).
         verbose: print a summary line.
 
     Returns:
@@ -276,7 +282,8 @@ def predict_scan(
 
     Raises:
         InputError: missing run or scan, unreadable scan, no recipe, CUDA asked for but not
-            available, unsupported output type.
+            available, unsupported output type, a key of ``overrides`` that is not
+            inference-only for the run's method.
     """
     run = Path(run_dir)
     out = Path(out)
@@ -298,6 +305,7 @@ def predict_scan(
         temps = [(stack.enter_context(atomic_path(path)), path, opt) for path, opt in targets]
         t0 = time.monotonic()
         cfg, nets = load_trained(run)
+        cfg = apply_inference_overrides(cfg, overrides or {})
         if device not in (None, "cpu", "cuda"):
             raise InputError(f"--device must be cpu or cuda, got {device!r}")
         accel = runtime_for(cfg, nets, batch_size, device)
@@ -366,6 +374,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=4, metavar="N", help="windows per forward pass"
     )
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="read the weights another way through a key the method declares inference-only "
+        "(URPC: method_options.infer=mean; MC-Net(+): mcnet_infer=mean)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -379,5 +396,6 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         preprocess=args.preprocess,
         batch_size=args.batch_size,
+        overrides=parse_overrides(args.overrides),
     )
     return 0
