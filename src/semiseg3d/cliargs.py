@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["add_xyz_option", "add_path_options"]
+__all__ = ["add_xyz_option", "add_path_options", "add_set_option"]
 
 
 def add_xyz_option(
@@ -50,3 +50,16 @@ def add_path_options(
     """
     for flag, metavar, help in options:
         parser.add_argument(flag, required=required, type=Path, metavar=metavar, help=help)
+
+
+def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` option, collected in ``args.overrides`` (a list of
+    strings; :func:`semiseg3d.config.run.parse_overrides` reads them).
+
+    Args:
+        parser: the command's parser.
+        help: what ``--set`` changes for this command.
+    """
+    parser.add_argument(
+        "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides", help=help
+    )

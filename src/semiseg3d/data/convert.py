@@ -38,6 +38,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from semiseg3d.cliargs import add_set_option
 from semiseg3d.data import convert_brats, convert_custom, convert_la, convert_pancreas
 from semiseg3d.data.archive import is_archive, safe_extract
 from semiseg3d.data.convert_custom import Discovery, split_record
@@ -288,13 +289,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--options", type=Path, metavar="FILE", help="YAML file of preprocessing options"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="change one preprocessing option (value read as YAML), e.g. --set window=[-100,240]",
+    add_set_option(
+        parser,
+        "change one preprocessing option (value read as YAML), e.g. --set window=[-100,240]",
     )
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from semiseg3d.cliargs import add_set_option
 from semiseg3d.config.registry import spec
 from semiseg3d.config.run import parse_overrides
 from semiseg3d.data.dataset import VolumeDataset
@@ -185,13 +186,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="evaluate both subnets' mean softmax, Subnet A or Subnet B (default: the run's "
         "eval_subnet); with a or b the outputs are metrics_<a|b>.csv and predictions_<a|b>/",
     )
-    parser.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="read the weights another way through a key the method declares inference-only "
+    add_set_option(
+        parser,
+        "read the weights another way through a key the method declares inference-only "
         "(URPC: method_options.infer=mean; MC-Net(+): mcnet_infer=mean); the outputs are "
         "then metrics_<setting>.csv and predictions_<setting>/, e.g. metrics_infer-mean.csv",
     )

@@ -45,7 +45,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from semiseg3d.cliargs import add_path_options
+from semiseg3d.cliargs import add_path_options, add_set_option
 from semiseg3d.config.run import parse_overrides
 from semiseg3d.data.geometry import from_xyz, read_image, resample_like, write_image
 from semiseg3d.data.postprocess import largest_connected_component
@@ -374,13 +374,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=4, metavar="N", help="windows per forward pass"
     )
-    parser.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="read the weights another way through a key the method declares inference-only "
+    add_set_option(
+        parser,
+        "read the weights another way through a key the method declares inference-only "
         "(URPC: method_options.infer=mean; MC-Net(+): mcnet_infer=mean)",
     )
 

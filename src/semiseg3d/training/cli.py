@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from semiseg3d.cliargs import add_set_option
 from semiseg3d.config.run import load_config, parse_overrides
 
 __all__ = ["add_arguments", "main"]
@@ -18,14 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``semiseg3d train``."""
     parser.add_argument("--config", metavar="FILE", help="run config (YAML); omitted = defaults")
     parser.add_argument("--out", metavar="DIR", required=True, help="run folder")
-    parser.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="override a config key (value read as YAML); repeatable",
-    )
+    add_set_option(parser, "override a config key (value read as YAML); repeatable")
     parser.add_argument(
         "--progress",
         choices=("auto", "on", "off"),
