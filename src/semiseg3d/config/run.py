@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -31,6 +32,8 @@ __all__ = [
     "load_config",
     "config_from_mapping",
     "parse_overrides",
+    "lay_overrides",
+    "OPTION_PREFIX",
     "labeled_count",
     "labeled_from_ratio",
     "RUNTIME_KEY",
@@ -394,15 +397,28 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     if path is not None:
         source = str(path)
         data.update(read_yaml(path, "config file", expect="a mapping of config keys"))
+    sources = lay_overrides(data, overrides or {})
+    return config_from_mapping(data, source, sources)
+
+
+#: a method option is named ``method_options.<name>`` in ``--set``
+OPTION_PREFIX = "method_options."
+
+
+def lay_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, str]:
+    """Lay ``--set`` overrides over the config mapping ``data`` in place
+    (``method_options.<name>`` sets one method option); returns where each changed key was
+    set (``--set KEY``), for :func:`config_from_mapping`'s ``key_sources``."""
     sources: dict[str, str] = {}
-    for key, value in (overrides or {}).items():
-        if key.startswith("method_options."):  # --set method_options.variant=mu
-            data["method_options"] = {**(data.get("method_options") or {}), key[15:]: value}
+    for key, value in overrides.items():
+        if key.startswith(OPTION_PREFIX):  # --set method_options.variant=mu
+            name = key[len(OPTION_PREFIX) :]
+            data["method_options"] = {**(data.get("method_options") or {}), name: value}
             sources["method_options"] = f"--set {key}"
         else:
             data[key] = value
             sources[key] = f"--set {key}"
-    return config_from_mapping(data, source, sources)
+    return sources
 
 
 def labeled_count(cfg: TrainConfig, n_train: int) -> int:

@@ -13,13 +13,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from semiseg3d.config.run import TrainConfig, config_from_mapping
+from semiseg3d.config.run import OPTION_PREFIX, TrainConfig, config_from_mapping, lay_overrides
 from semiseg3d.errors import InputError
 
-__all__ = ["OPTION_PREFIX", "apply_inference_overrides", "override_tag"]
-
-#: a method option is named ``method_options.<name>`` on the command line
-OPTION_PREFIX = "method_options."
+__all__ = ["apply_inference_overrides", "override_tag"]
 
 
 def apply_inference_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
@@ -41,21 +38,15 @@ def apply_inference_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) ->
     from semiseg3d.methods import method_class
 
     allowed = method_class(cfg.method).inference_keys
-    data = cfg.to_dict()
-    sources: dict[str, str] = {}
-    for key, value in overrides.items():
+    for key in overrides:
         if key not in allowed:
             may = ", ".join(allowed) if allowed else "none"
             raise InputError(
                 f"--set {key}: not an inference setting of method '{cfg.method}'; a trained "
                 f"run can be read differently only through {may}"
             )
-        if key.startswith(OPTION_PREFIX):
-            data["method_options"] = {**data["method_options"], key[len(OPTION_PREFIX) :]: value}
-            sources["method_options"] = f"--set {key}"
-        else:
-            data[key] = value
-            sources[key] = f"--set {key}"
+    data = cfg.to_dict()
+    sources = lay_overrides(data, overrides)
     return config_from_mapping(data, "run config", sources)
 
 
