@@ -42,6 +42,8 @@ __all__ = [
 
 #: key of the resolved runtime record in a run's ``config.yaml`` (ignored when read back)
 RUNTIME_KEY = "runtime"
+#: a method option is named ``method_options.<name>`` in ``--set``
+OPTION_PREFIX = "method_options."
 #: the choices of ``amp`` (resolved by :func:`semiseg3d.accel.resolve_runtime`)
 AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 
@@ -399,10 +401,6 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         data.update(read_yaml(path, "config file", expect="a mapping of config keys"))
     sources = lay_overrides(data, overrides or {})
     return config_from_mapping(data, source, sources)
-
-
-#: a method option is named ``method_options.<name>`` in ``--set``
-OPTION_PREFIX = "method_options."
 
 
 def lay_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, str]:
